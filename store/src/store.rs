@@ -19,7 +19,7 @@ use crate::api::*;
 use crate::backend::LEASE_RECORD_BYTES;
 use crate::error::EtcdError;
 use crate::lease::{Lease, LeaseTable, LEASE_TTL_MAX_SECS};
-use crate::mvcc::{in_range, Mvcc, Record, Revision};
+use crate::mvcc::{Mvcc, Record, Revision};
 use crate::watch::{StreamId, WatchConfig, WatchHub, WatchStats};
 
 /// etcd's DefaultMaxRequestBytes: 1.5 MiB.
@@ -191,63 +191,86 @@ fn check_delete_request(d: &DeleteRangeRequest) -> Result<(), EtcdError> {
 }
 
 fn check_txn_request(t: &TxnRequest, ops_max: usize) -> Result<(), EtcdError> {
-    if t.compare.len() > ops_max || t.success.len() > ops_max || t.failure.len() > ops_max {
+    check_txn_shape(t, ops_max as i64)?;
+    check_intervals(&t.success)?;
+    check_intervals(&t.failure)?;
+    Ok(())
+}
+
+/// etcd's checkTxnRequest: the longest of compares, success and failure must fit the op limit,
+/// and a nested txn gets what its parent left over.
+fn check_txn_shape(t: &TxnRequest, ops_max: i64) -> Result<(), EtcdError> {
+    let opc = t.compare.len().max(t.success.len()).max(t.failure.len()) as i64;
+    if opc > ops_max {
         return Err(EtcdError::TooManyOps);
+    }
+    if t.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::EmptyKey);
     }
     for op in t.success.iter().chain(&t.failure) {
         match op {
             RequestOp::Range(r) => check_range_request(r)?,
             RequestOp::Put(p) => check_put_request(p)?,
             RequestOp::DeleteRange(d) => check_delete_request(d)?,
-            RequestOp::Txn(t) => check_txn_request(t, ops_max)?,
+            RequestOp::Txn(nested) => check_txn_shape(nested, ops_max - opc)?,
         }
     }
-    check_intervals(&t.success)?;
-    check_intervals(&t.failure)?;
     Ok(())
 }
 
-/// etcd's duplicate-key rule for one branch: no key is put twice, and no put falls in a range the
-/// same branch deletes. A nested txn's two branches may each put the same key (only one runs), but
-/// not a key the outer branch also writes.
-fn check_intervals(
-    ops: &[RequestOp],
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, BTreeSet<Vec<u8>>), EtcdError> {
-    let mut dels: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut puts: BTreeSet<Vec<u8>> = BTreeSet::new();
+/// Whether a put of `key` collides with a delete of `(start, end)` in etcd's duplicate-key
+/// check. etcd builds a literal interval `[start, end)` here, so a from-key delete (`end == [0]`)
+/// is an empty interval and collides with nothing; the store keeps that quirk.
+fn delete_covers(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else {
+        key >= start && key < end
+    }
+}
+
+type Intervals = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// etcd's duplicate-key rule for one branch, in etcd's order: this level's deletes first; then
+/// each nested txn's puts must not repeat a put or fall in a delete seen so far (a key put by
+/// both branches of one nested txn is fine, only one runs), after which its deletes join; then
+/// this level's puts, against everything.
+fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Intervals), EtcdError> {
+    let mut dels: Intervals = Vec::new();
     for op in ops {
         if let RequestOp::DeleteRange(d) = op {
             dels.push((d.key.clone(), d.range_end.clone()));
         }
     }
+    let covered = |dels: &Intervals, key: &[u8]| dels.iter().any(|(s, e)| delete_covers(key, s, e));
+    let mut puts: BTreeSet<Vec<u8>> = BTreeSet::new();
     for op in ops {
-        if let RequestOp::Txn(t) = op {
-            let (sdels, sputs) = check_intervals(&t.success)?;
-            let (fdels, fputs) = check_intervals(&t.failure)?;
-            for key in sputs.union(&fputs) {
-                if puts.contains(key) || dels.iter().any(|(s, e)| in_range(key, s, e)) {
-                    return Err(EtcdError::DuplicateKey);
-                }
-            }
-            puts.extend(sputs);
-            puts.extend(fputs);
-            dels.extend(sdels);
-            dels.extend(fdels);
-        }
-    }
-    for op in ops {
-        if let RequestOp::Put(p) = op {
-            if !puts.insert(p.key.clone()) {
+        let RequestOp::Txn(t) = op else { continue };
+        let (puts_then, dels_then) = check_intervals(&t.success)?;
+        let (puts_else, dels_else) = check_intervals(&t.failure)?;
+        for key in &puts_then {
+            if puts.contains(key) || covered(&dels, key) {
                 return Err(EtcdError::DuplicateKey);
             }
+            puts.insert(key.clone());
         }
+        for key in &puts_else {
+            if puts.contains(key) && !puts_then.contains(key) || covered(&dels, key) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            puts.insert(key.clone());
+        }
+        dels.extend(dels_then);
+        dels.extend(dels_else);
     }
-    for key in &puts {
-        if dels.iter().any(|(s, e)| in_range(key, s, e)) {
+    for op in ops {
+        let RequestOp::Put(p) = op else { continue };
+        if puts.contains(&p.key) || covered(&dels, &p.key) {
             return Err(EtcdError::DuplicateKey);
         }
+        puts.insert(p.key.clone());
     }
-    Ok((dels, puts))
+    Ok((puts, dels))
 }
 
 fn compare_holds(c: &Compare, kv: Option<&KeyValue>) -> bool {
