@@ -21,3 +21,4 @@ pub mod watch;
 pub use api::*;
 pub use error::EtcdError;
 pub use store::{ImageError, Store, StoreConfig, StoreImage};
+pub mod node;

@@ -539,11 +539,12 @@ impl Store {
         for op in branch {
             match op {
                 RequestOp::Put(p) => {
-                    if (p.ignore_value || p.ignore_lease) && self.mvcc.latest(&p.key).is_none() {
-                        return Err(EtcdError::KeyNotFound);
-                    }
+                    // etcd's checkPut: the lease first, then the key an ignore_* put needs.
                     if p.lease != 0 && !self.leases.contains(p.lease) {
                         return Err(EtcdError::LeaseNotFound);
+                    }
+                    if (p.ignore_value || p.ignore_lease) && self.mvcc.latest(&p.key).is_none() {
+                        return Err(EtcdError::KeyNotFound);
                     }
                 }
                 RequestOp::Range(r) => {
@@ -986,6 +987,18 @@ impl Store {
         };
         store.check_invariants();
         Ok(store)
+    }
+
+    /// Replaces the replicated state with an image received from the leader (a Raft snapshot),
+    /// keeping this member's watchers: each resumes from its next revision, catching up from the
+    /// new log if that revision is now in the past (or canceled if it is compacted).
+    pub fn install_image(&mut self, image: StoreImage) -> Result<(), ImageError> {
+        let mut restored = Store::restore(self.config.clone(), image)?;
+        std::mem::swap(&mut restored.hub, &mut self.hub);
+        restored.hub.rebase(restored.current_revision());
+        *self = restored;
+        self.check_invariants();
+        Ok(())
     }
 
     /// Every structural invariant of the state; panics naming the one that broke.

@@ -349,6 +349,14 @@ impl WatchHub {
         }
     }
 
+    /// After the store under the hub was replaced (a snapshot installed), every watcher whose
+    /// next revision is now in the past catches up from the new log.
+    pub fn rebase(&mut self, current: i64) {
+        for w in self.watchers.values_mut() {
+            w.synced = w.next_revision > current;
+        }
+    }
+
     /// Takes up to `max` responses waiting on a stream, oldest first.
     pub fn take(&mut self, stream_id: StreamId, max: usize) -> Vec<WatchResponse> {
         let Some(stream) = self.streams.get_mut(&stream_id) else {

@@ -1,0 +1,958 @@
+//! The node shell: raft-rs's `RawNode` driving the store core, on madsim's network, clock and a
+//! [`Disk`].
+//!
+//! One task owns the node's state and handles one event at a time (a Raft message, a client
+//! request, a tick), then processes raft-rs's `Ready` in the documented order: send the leader's
+//! messages, install a snapshot, append entries and the hard state to the WAL, fsync, only then
+//! send the messages that depend on them, apply committed entries, answer reads whose index is
+//! applied. A write is answered when its entry is applied on the member that proposed it, which
+//! happens only after the entry is durable on a quorum.
+//!
+//! Requests sent to a follower are proposed there and forwarded by raft-rs to the leader (as
+//! etcd does); linearizable reads go through ReadIndex on whichever member receives them; lease
+//! keepalives and TTL queries are answered by the leader only (a follower redirects).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::Endpoint;
+use madsim::time::Instant;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::disk::Disk;
+use super::log_store::LogStore;
+use super::protocol::*;
+use super::wal::Wal;
+use crate::api::*;
+use crate::error::EtcdError;
+use crate::mvcc::Fnv;
+use crate::store::{Store, StoreConfig, StoreImage};
+
+/// A member's settings. Defaults follow etcd's (100 ms heartbeat, 1 s election timeout), with the
+/// snapshot interval scaled down from etcd's 100,000 entries so that simulations exercise
+/// snapshots and log compaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every voter of the cluster, this member included.
+    pub peers: Vec<NodeId>,
+    /// Length of one Raft tick.
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomised by raft-rs up to twice).
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Applied entries between two snapshots (etcd's `--snapshot-count`).
+    pub snapshot_entries: u64,
+    /// Entries kept in the log behind a snapshot for slow followers (etcd's catch-up entries).
+    pub catchup_entries: u64,
+    /// How long the member waits for a request's outcome before answering `Timeout`.
+    pub request_timeout_ms: u64,
+    /// Interval of the watch hub's catch-up pass (etcd: 100 ms).
+    pub watch_sync_ms: u64,
+    /// Interval of periodic progress notifications (etcd: 10 minutes; scaled down).
+    pub watch_progress_ms: u64,
+    /// Requests a member holds in flight before refusing more.
+    pub pending_max: usize,
+    pub store: StoreConfig,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, peers: Vec<NodeId>) -> Self {
+        NodeConfig {
+            id,
+            peers,
+            tick_ms: 100,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            snapshot_entries: 1000,
+            catchup_entries: 500,
+            request_timeout_ms: 5_000,
+            watch_sync_ms: 100,
+            watch_progress_ms: 5_000,
+            pending_max: 10_000,
+            store: StoreConfig::default(),
+        }
+    }
+
+    /// The election timeout in milliseconds (the lower end of raft-rs's randomised range).
+    pub fn election_timeout_ms(&self) -> u64 {
+        self.tick_ms * self.election_tick as u64
+    }
+}
+
+/// A member's clock as its lease logic reads it: simulated time since the cluster started, plus
+/// an offset the harness may change (a clock jump). Shared by the harness and the node, it
+/// survives restarts.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    base: Instant,
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn new(base: Instant) -> Self {
+        Clock {
+            base,
+            offset_ms: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = Instant::now().duration_since(self.base).as_millis() as i64;
+        (elapsed + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64
+    }
+
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::SeqCst);
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// The run's event trace: every member appends what it did; the hash of the whole trace is the
+/// run's fingerprint (the same seed must give the same hash). Recent lines are kept for reports.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    inner: Arc<Mutex<TraceInner>>,
+}
+
+#[derive(Debug, Default)]
+struct TraceInner {
+    hash: Fnv,
+    events: u64,
+    recent: std::collections::VecDeque<String>,
+}
+
+/// Lines of trace kept for reports.
+const TRACE_RECENT_MAX: usize = 2000;
+
+impl Trace {
+    pub fn record(&self, line: String) {
+        let mut inner = self.inner.lock().expect("trace lock");
+        inner.hash.write_bytes(line.as_bytes());
+        inner.events += 1;
+        if inner.recent.len() == TRACE_RECENT_MAX {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(line);
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.inner.lock().expect("trace lock").hash.finish()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.inner.lock().expect("trace lock").events
+    }
+
+    pub fn recent(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .expect("trace lock")
+            .recent
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// What a member reports about itself to the harness (read without the network).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeState {
+    pub role: String,
+    pub term: u64,
+    pub leader: NodeId,
+    pub applied: u64,
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub hash: u64,
+    pub snapshots_made: u64,
+    pub snapshots_installed: u64,
+}
+
+/// The harness's window on a member: its last published state.
+#[derive(Debug, Clone, Default)]
+pub struct NodeProbe {
+    inner: Arc<Mutex<NodeState>>,
+}
+
+impl NodeProbe {
+    pub fn get(&self) -> NodeState {
+        self.inner.lock().expect("probe lock").clone()
+    }
+    fn set(&self, state: NodeState) {
+        *self.inner.lock().expect("probe lock") = state;
+    }
+}
+
+/// An entry's payload: the request and who proposed it (to answer the client).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Proposal {
+    origin: NodeId,
+    seq: u64,
+    request: Request,
+}
+
+enum Event {
+    Peer(Message),
+    Client(ClientEnvelope),
+    Tick,
+    WatchSync,
+    WatchProgress,
+}
+
+struct PendingWrite {
+    id: u64,
+    reply_to: SocketAddr,
+    deadline: Instant,
+}
+
+struct PendingRead {
+    id: u64,
+    reply_to: SocketAddr,
+    request: RangeRequest,
+    deadline: Instant,
+    /// The read index, once the leader confirmed it.
+    index: Option<u64>,
+}
+
+struct StreamState {
+    client: SocketAddr,
+    next_seq: u64,
+}
+
+/// Everything a member needs from its world; the harness keeps these across restarts.
+#[derive(Debug, Clone)]
+pub struct NodeEnv<D: Disk> {
+    pub disk: D,
+    pub clock: Clock,
+    pub trace: Trace,
+    pub probe: NodeProbe,
+}
+
+/// Runs a member until its node is killed. Recovers from disk first.
+pub async fn run_node<D: Disk>(config: NodeConfig, env: NodeEnv<D>) -> std::io::Result<()> {
+    let endpoint = Arc::new(Endpoint::bind(member_addr(config.id)).await?);
+    let mut node = Node::recover(config, env, endpoint.clone()).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    spawn_receivers(endpoint, tx.clone());
+    let tick_pending = Arc::new(AtomicBool::new(false));
+    spawn_timer(
+        tx.clone(),
+        node.config.tick_ms,
+        Some(tick_pending.clone()),
+        || Event::Tick,
+    );
+    spawn_timer(tx.clone(), node.config.watch_sync_ms, None, || {
+        Event::WatchSync
+    });
+    spawn_timer(tx, node.config.watch_progress_ms, None, || {
+        Event::WatchProgress
+    });
+    loop {
+        let Some(event) = rx.recv().await else {
+            return Ok(());
+        };
+        if matches!(event, Event::Tick) {
+            tick_pending.store(false, Ordering::SeqCst);
+        }
+        node.handle(event).await?;
+        node.process_ready().await?;
+    }
+}
+
+fn spawn_receivers(endpoint: Arc<Endpoint>, tx: mpsc::UnboundedSender<Event>) {
+    let ep = endpoint.clone();
+    let peer_tx = tx.clone();
+    madsim::task::spawn(async move {
+        while let Ok((payload, _)) = ep.recv_from_raw(TAG_PEER).await {
+            if let Ok(m) = payload.downcast::<PeerMessage>() {
+                if peer_tx.send(Event::Peer(m.msg)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    madsim::task::spawn(async move {
+        while let Ok((payload, _)) = endpoint.recv_from_raw(TAG_REQUEST).await {
+            if let Ok(envelope) = payload.downcast::<ClientEnvelope>() {
+                if tx.send(Event::Client(*envelope)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Sends `make()` every `period_ms`. With `pending`, a tick is not queued while the previous one
+/// is unprocessed, like Go's ticker: a node blocked on its disk does not wake up to a burst of
+/// ticks.
+fn spawn_timer(
+    tx: mpsc::UnboundedSender<Event>,
+    period_ms: u64,
+    pending: Option<Arc<AtomicBool>>,
+    make: fn() -> Event,
+) {
+    madsim::task::spawn(async move {
+        loop {
+            madsim::time::sleep(Duration::from_millis(period_ms)).await;
+            if let Some(flag) = &pending {
+                if flag.swap(true, Ordering::SeqCst) {
+                    continue;
+                }
+            }
+            if tx.send(make()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+struct Node<D: Disk> {
+    config: NodeConfig,
+    env: NodeEnv<D>,
+    endpoint: Arc<Endpoint>,
+    raw: RawNode<LogStore>,
+    store: Store,
+    wal: Wal<D>,
+    next_seq: u64,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    pending_reads: BTreeMap<u64, PendingRead>,
+    /// Lease revokes proposed for expiry and not yet applied.
+    revoking: BTreeSet<LeaseId>,
+    streams: BTreeMap<u64, StreamState>,
+    role: StateRole,
+    term: u64,
+    last_snapshot_index: u64,
+    snapshots_made: u64,
+    snapshots_installed: u64,
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::Leader => "leader",
+        StateRole::PreCandidate => "pre-candidate",
+    }
+}
+
+impl<D: Disk> Node<D> {
+    /// Rebuilds a member from its disk alone: the snapshot restores the store (with its
+    /// consistent index), the WAL restores the log; raft-rs then hands back the committed entries
+    /// after the consistent index.
+    async fn recover(
+        config: NodeConfig,
+        env: NodeEnv<D>,
+        endpoint: Arc<Endpoint>,
+    ) -> std::io::Result<Self> {
+        let wal = Wal::new(env.disk.clone());
+        let recovered = wal.recover().await?;
+        let store = match &recovered.snapshot {
+            Some(snapshot) => {
+                let image: StoreImage = bincode::deserialize(&snapshot.data).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("snapshot image: {e}"),
+                    )
+                })?;
+                Store::restore(config.store.clone(), image)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+            }
+            None => Store::new(config.store.clone()),
+        };
+        let last_snapshot_index = recovered
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.get_metadata().index);
+        let mut hard_state = recovered.hard_state.clone();
+        let last_index = recovered.prev_index + recovered.entries.len() as u64;
+        hard_state.commit = hard_state.commit.clamp(recovered.prev_index, last_index);
+        env.trace.record(format!(
+            "n{} recover snapshot={} log={}..={} commit={} term={} applied={} torn_bytes={}",
+            config.id,
+            last_snapshot_index,
+            recovered.prev_index + 1,
+            last_index,
+            hard_state.commit,
+            hard_state.term,
+            store.consistent_index(),
+            recovered.truncated_bytes
+        ));
+        let log = LogStore::recovered(
+            config.peers.clone(),
+            recovered.snapshot,
+            recovered.prev_index,
+            recovered.prev_term,
+            recovered.entries,
+            hard_state,
+        );
+        let mut raft_config = raft::Config::new(config.id);
+        raft_config.election_tick = config.election_tick;
+        raft_config.heartbeat_tick = config.heartbeat_tick;
+        raft_config.pre_vote = true;
+        raft_config.check_quorum = true;
+        raft_config.applied = store.consistent_index();
+        raft_config.max_size_per_msg = 1 << 20;
+        raft_config.max_inflight_msgs = 256;
+        let raw = RawNode::new(&raft_config, log, &logger())
+            .map_err(|e| std::io::Error::other(format!("raft: {e}")))?;
+        let node = Node {
+            config,
+            env,
+            endpoint,
+            raw,
+            store,
+            wal,
+            next_seq: 0,
+            pending_writes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            revoking: BTreeSet::new(),
+            streams: BTreeMap::new(),
+            role: StateRole::Follower,
+            term: 0,
+            last_snapshot_index,
+            snapshots_made: 0,
+            snapshots_installed: 0,
+        };
+        node.publish();
+        Ok(node)
+    }
+
+    fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.env.clock.now_ms()
+    }
+
+    fn trace(&self, line: String) {
+        self.env.trace.record(format!("n{} {line}", self.id()));
+    }
+
+    fn publish(&self) {
+        self.env.probe.set(NodeState {
+            role: role_name(self.raw.raft.state).to_string(),
+            term: self.raw.raft.term,
+            leader: self.raw.raft.leader_id,
+            applied: self.store.consistent_index(),
+            revision: self.store.current_revision(),
+            compact_revision: self.store.compact_revision(),
+            hash: self.store.hash_kv(0).map_or(0, |h| h.hash),
+            snapshots_made: self.snapshots_made,
+            snapshots_installed: self.snapshots_installed,
+        });
+    }
+
+    fn reply(&self, to: SocketAddr, id: u64, result: Result<ClientResponse, ServerError>) {
+        let endpoint = self.endpoint.clone();
+        let reply = ClientReply { id, result };
+        madsim::task::spawn(async move {
+            let _ = endpoint.send_to_raw(to, TAG_REPLY, Box::new(reply)).await;
+        });
+    }
+
+    fn send_peer(&self, msgs: Vec<Message>) {
+        for msg in msgs {
+            let to = member_addr(msg.to);
+            let endpoint = self.endpoint.clone();
+            madsim::task::spawn(async move {
+                let _ = endpoint
+                    .send_to_raw(to, TAG_PEER, Box::new(PeerMessage { msg }))
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> std::io::Result<()> {
+        match event {
+            Event::Peer(msg) => {
+                // A message from a member not in the configuration is ignored, as raft-rs would.
+                let _ = self.raw.step(msg);
+            }
+            Event::Client(envelope) => self.handle_client(envelope).await,
+            Event::Tick => self.on_tick(),
+            Event::WatchSync => {
+                self.store.watch_sync();
+                self.flush_watches();
+            }
+            Event::WatchProgress => {
+                self.store.watch_progress_tick();
+                self.flush_watches();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        self.raw.tick();
+        let now = Instant::now();
+        // Requests whose outcome did not come in time: the client hears `Timeout` (a write may
+        // still take effect).
+        let expired: Vec<u64> = self
+            .pending_writes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in expired {
+            let p = self.pending_writes.remove(&seq).expect("listed");
+            self.reply(p.reply_to, p.id, Err(ServerError::Timeout));
+        }
+        let expired: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in expired {
+            let p = self.pending_reads.remove(&seq).expect("listed");
+            self.reply(p.reply_to, p.id, Err(ServerError::Timeout));
+        }
+        if self.role == StateRole::Leader {
+            let now_ms = self.now_ms();
+            for id in self.store.leases_expired(now_ms, 64) {
+                if self.revoking.insert(id) {
+                    self.trace(format!("lease {id} expired at {now_ms}ms"));
+                    let request = Request::LeaseRevoke(LeaseRevokeRequest { id });
+                    self.propose(request, None);
+                }
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    /// Proposes a request; `client` is who to answer once it is applied.
+    fn propose(&mut self, request: Request, client: Option<(u64, SocketAddr)>) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let proposal = Proposal {
+            origin: self.id(),
+            seq,
+            request,
+        };
+        let data = bincode::serialize(&proposal).expect("proposals serialise");
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                if let Some((id, reply_to)) = client {
+                    let deadline = self.deadline();
+                    self.pending_writes.insert(
+                        seq,
+                        PendingWrite {
+                            id,
+                            reply_to,
+                            deadline,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                if let Some((id, reply_to)) = client {
+                    let error = if self.raw.raft.leader_id == raft::INVALID_ID {
+                        ServerError::NoLeader
+                    } else {
+                        let _ = e;
+                        ServerError::ProposalDropped
+                    };
+                    self.reply(reply_to, id, Err(error));
+                }
+            }
+        }
+    }
+
+    async fn handle_client(&mut self, envelope: ClientEnvelope) {
+        let ClientEnvelope {
+            id,
+            reply_to,
+            request,
+        } = envelope;
+        if self.pending_writes.len() + self.pending_reads.len() >= self.config.pending_max {
+            self.reply(reply_to, id, Err(ServerError::TooManyRequests));
+            return;
+        }
+        let now_ms = self.now_ms();
+        let leader = self.raw.raft.leader_id;
+        let is_leader = self.role == StateRole::Leader;
+        match request {
+            ClientRequest::Kv(Request::Range(r)) if r.serializable => {
+                let result = self
+                    .store
+                    .range(&r)
+                    .map(|r| ClientResponse::Kv(Response::Range(r)));
+                self.reply(reply_to, id, result.map_err(ServerError::Etcd));
+            }
+            ClientRequest::Kv(Request::Range(r)) => {
+                if let Err(e) = self.store.admit(&Request::Range(r.clone())) {
+                    self.reply(reply_to, id, Err(ServerError::Etcd(e)));
+                    return;
+                }
+                if leader == raft::INVALID_ID {
+                    self.reply(reply_to, id, Err(ServerError::NoLeader));
+                    return;
+                }
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                let deadline = self.deadline();
+                self.pending_reads.insert(
+                    seq,
+                    PendingRead {
+                        id,
+                        reply_to,
+                        request: r,
+                        deadline,
+                        index: None,
+                    },
+                );
+                self.raw.read_index(seq.to_le_bytes().to_vec());
+            }
+            ClientRequest::Kv(request) => match self.store.admit(&request) {
+                Ok(()) => self.propose(request, Some((id, reply_to))),
+                Err(EtcdError::NoSpace) => {
+                    // etcd's quota check raises the NOSPACE alarm through the log.
+                    let raised = self
+                        .store
+                        .alarms()
+                        .iter()
+                        .any(|a| a.alarm == AlarmType::NoSpace);
+                    if !raised {
+                        let alarm = AlarmRequest {
+                            action: AlarmAction::Activate,
+                            member_id: self.id(),
+                            alarm: AlarmType::NoSpace,
+                        };
+                        self.propose(Request::Alarm(alarm), None);
+                    }
+                    self.reply(reply_to, id, Err(ServerError::Etcd(EtcdError::NoSpace)));
+                }
+                Err(e) => self.reply(reply_to, id, Err(ServerError::Etcd(e))),
+            },
+            ClientRequest::LeaseKeepAlive(lease) => {
+                let result = if is_leader {
+                    Ok(ClientResponse::LeaseKeepAlive(
+                        self.store.lease_keep_alive(lease, now_ms),
+                    ))
+                } else {
+                    Err(not_leader(leader))
+                };
+                self.reply(reply_to, id, result);
+            }
+            ClientRequest::LeaseTimeToLive { id: lease, keys } => {
+                let result = if is_leader {
+                    Ok(ClientResponse::LeaseTimeToLive(
+                        self.store.lease_time_to_live(lease, keys, now_ms),
+                    ))
+                } else {
+                    Err(not_leader(leader))
+                };
+                self.reply(reply_to, id, result);
+            }
+            ClientRequest::LeaseLeases => {
+                self.reply(
+                    reply_to,
+                    id,
+                    Ok(ClientResponse::LeaseLeases(self.store.lease_leases())),
+                );
+            }
+            ClientRequest::Status => {
+                let mut status = self.store.status();
+                status.member_id = self.id();
+                status.leader = leader;
+                status.raft_term = self.raw.raft.term;
+                status.raft_index = self.raw.raft.raft_log.last_index();
+                self.reply(reply_to, id, Ok(ClientResponse::Status(status)));
+            }
+            ClientRequest::HashKv { revision } => {
+                let result = self.store.hash_kv(revision).map(ClientResponse::HashKv);
+                self.reply(reply_to, id, result.map_err(ServerError::Etcd));
+            }
+            ClientRequest::Defragment => {
+                // The member serves nothing while it rewrites its backend: about 1 ms per MiB.
+                let bytes = self.store.status().db_size as u64;
+                self.store.defragment();
+                madsim::time::sleep(Duration::from_millis(10 + (bytes >> 20))).await;
+                self.reply(reply_to, id, Ok(ClientResponse::Defragment));
+            }
+            ClientRequest::WatchCreate { stream, request } => {
+                self.streams.entry(stream).or_insert(StreamState {
+                    client: reply_to,
+                    next_seq: 0,
+                });
+                let result = self.store.watch_create(stream, &request);
+                self.reply(
+                    reply_to,
+                    id,
+                    result
+                        .map(|_| ClientResponse::WatchAck)
+                        .map_err(ServerError::Etcd),
+                );
+                self.flush_watches();
+            }
+            ClientRequest::WatchCancel { stream, watch_id } => {
+                self.store.watch_cancel(stream, watch_id);
+                self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
+                self.flush_watches();
+            }
+            ClientRequest::WatchProgress { stream } => {
+                self.streams.entry(stream).or_insert(StreamState {
+                    client: reply_to,
+                    next_seq: 0,
+                });
+                self.store.watch_request_progress(stream);
+                self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
+                self.flush_watches();
+            }
+            ClientRequest::WatchClose { stream } => {
+                self.store.watch_close_stream(stream);
+                self.streams.remove(&stream);
+                self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
+            }
+        }
+    }
+
+    /// Sends every waiting watch response, numbered per stream.
+    fn flush_watches(&mut self) {
+        let ids: Vec<u64> = self.streams.keys().copied().collect();
+        for stream in ids {
+            let responses = self.store.watch_take(stream, usize::MAX);
+            if responses.is_empty() {
+                continue;
+            }
+            let state = self.streams.get_mut(&stream).expect("listed");
+            let client = state.client;
+            for mut response in responses {
+                response.header.member_id = self.config.id;
+                response.header.raft_term = self.raw.raft.term;
+                let message = WatchMessage {
+                    stream,
+                    seq: state.next_seq,
+                    response,
+                };
+                state.next_seq += 1;
+                let endpoint = self.endpoint.clone();
+                madsim::task::spawn(async move {
+                    let _ = endpoint
+                        .send_to_raw(client, TAG_WATCH, Box::new(message))
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Handles raft-rs's Ready in its documented order.
+    async fn process_ready(&mut self) -> std::io::Result<()> {
+        if !self.raw.has_ready() {
+            self.after_ready();
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        // 1. A leader sends its messages before persisting (Raft thesis 10.2.1).
+        self.send_peer(ready.take_messages());
+        // 2. A snapshot from the leader: durable first, then installed.
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(snapshot).await?;
+        }
+        // 3. Committed entries (already durable on a quorum) are applied.
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed);
+        // 4-5. New entries and the hard state go to the WAL, then one fsync.
+        let entries = ready.entries().to_vec();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() || hard_state.is_some() {
+            self.wal.append(&entries, hard_state.as_ref()).await?;
+            if ready.must_sync() || !entries.is_empty() {
+                self.wal.sync().await?;
+            }
+            self.raw.mut_store().append(&entries);
+            if let Some(hs) = hard_state {
+                self.raw.mut_store().set_hard_state(hs);
+            }
+        }
+        // 6. Messages that depend on what was just made durable.
+        self.send_peer(ready.take_persisted_messages());
+        for rs in ready.take_read_states() {
+            self.read_index_confirmed(&rs.request_ctx, rs.index);
+        }
+        // 7. Advance; the light ready carries what became committed meanwhile.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        self.send_peer(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed);
+        self.raw.advance_apply();
+        self.maybe_snapshot().await?;
+        self.after_ready();
+        Ok(())
+    }
+
+    /// Bookkeeping after each Ready: role changes, reads that became servable, watch delivery.
+    fn after_ready(&mut self) {
+        let role = self.raw.raft.state;
+        let term = self.raw.raft.term;
+        if role != self.role || term != self.term {
+            self.trace(format!(
+                "{} term={term} leader={}",
+                role_name(role),
+                self.raw.raft.leader_id
+            ));
+            if role == StateRole::Leader && self.role != StateRole::Leader {
+                // A new leader extends every lease by an election timeout: no lease expires early
+                // because leadership moved.
+                let now = self.now_ms();
+                self.store
+                    .lease_promote(now, self.config.election_timeout_ms());
+            } else if role != StateRole::Leader && self.role == StateRole::Leader {
+                self.store.lease_demote();
+            }
+            self.revoking.clear();
+            self.role = role;
+            self.term = term;
+        }
+        self.serve_reads();
+        self.flush_watches();
+        self.publish();
+    }
+
+    fn read_index_confirmed(&mut self, ctx: &[u8], index: u64) {
+        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
+        let seq = u64::from_le_bytes(bytes);
+        if let Some(read) = self.pending_reads.get_mut(&seq) {
+            read.index = Some(index);
+        }
+    }
+
+    /// Answers linearizable reads whose read index is applied.
+    fn serve_reads(&mut self) {
+        let applied = self.store.consistent_index();
+        let ready: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in ready {
+            let read = self.pending_reads.remove(&seq).expect("listed");
+            let result = self.store.range(&read.request);
+            let result = result.map(|r| ClientResponse::Kv(Response::Range(r)));
+            self.reply(read.reply_to, read.id, result.map_err(ServerError::Etcd));
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        let now_ms = self.now_ms();
+        for entry in entries {
+            if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
+                // The new leader's empty entry, or a conf change (the cluster's membership is
+                // fixed): nothing for the store, but the index is applied.
+                self.store.apply_noop(entry.index);
+                continue;
+            }
+            let proposal: Proposal = match bincode::deserialize(&entry.data) {
+                Ok(p) => p,
+                Err(e) => panic!("entry {} does not decode: {e}", entry.index),
+            };
+            let Some(result) = self.store.apply(entry.index, &proposal.request, now_ms) else {
+                continue; // applied before the restart
+            };
+            if let Request::LeaseRevoke(r) = &proposal.request {
+                self.revoking.remove(&r.id);
+            }
+            self.trace(format!(
+                "apply {} t{} rev={} {}",
+                entry.index,
+                entry.term,
+                self.store.current_revision(),
+                if result.is_ok() { "ok" } else { "err" }
+            ));
+            if proposal.origin == self.id() {
+                if let Some(p) = self.pending_writes.remove(&proposal.seq) {
+                    let result = result.map(ClientResponse::Kv).map_err(ServerError::Etcd);
+                    self.reply(p.reply_to, p.id, result);
+                }
+            }
+        }
+    }
+
+    /// Takes a snapshot every `snapshot_entries` applied entries and compacts the log behind it,
+    /// keeping `catchup_entries` for slow followers.
+    async fn maybe_snapshot(&mut self) -> std::io::Result<()> {
+        let applied = self.store.consistent_index();
+        if applied < self.last_snapshot_index + self.config.snapshot_entries {
+            return Ok(());
+        }
+        let term = self.raw.raft.raft_log.term(applied).unwrap_or(0);
+        let image = self.store.image();
+        let mut snapshot = Snapshot::default();
+        snapshot.data = bincode::serialize(&image).expect("images serialise").into();
+        let meta = snapshot.mut_metadata();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(ConfState {
+            voters: self.config.peers.clone(),
+            ..Default::default()
+        });
+        self.wal.save_snapshot(&snapshot).await?;
+        self.raw.mut_store().set_snapshot(snapshot);
+        let compact_to = applied.saturating_sub(self.config.catchup_entries);
+        self.raw.mut_store().compact_to(compact_to);
+        let log = self.raw.store();
+        let (prev_index, prev_term) = log.prev();
+        let entries = log.entries_all().to_vec();
+        let hs = log.hard_state().clone();
+        self.wal
+            .rewrite(prev_index, prev_term, &entries, &hs)
+            .await?;
+        self.last_snapshot_index = applied;
+        self.snapshots_made += 1;
+        self.trace(format!("snapshot at {applied} log from {}", prev_index + 1));
+        Ok(())
+    }
+
+    async fn install_snapshot(&mut self, snapshot: Snapshot) -> std::io::Result<()> {
+        let index = snapshot.get_metadata().index;
+        let image: StoreImage = bincode::deserialize(&snapshot.data)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.wal.save_snapshot(&snapshot).await?;
+        self.raw.mut_store().install_snapshot(snapshot);
+        let log = self.raw.store();
+        let hs = log.hard_state().clone();
+        let (prev_index, prev_term) = log.prev();
+        self.wal.rewrite(prev_index, prev_term, &[], &hs).await?;
+        self.store
+            .install_image(image)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.last_snapshot_index = index;
+        self.snapshots_installed += 1;
+        self.trace(format!(
+            "install snapshot at {index} rev={}",
+            self.store.current_revision()
+        ));
+        Ok(())
+    }
+}
+
+fn not_leader(leader: NodeId) -> ServerError {
+    ServerError::NotLeader {
+        leader: (leader != raft::INVALID_ID).then_some(leader),
+    }
+}
