@@ -218,12 +218,17 @@ fn check_txn_shape(t: &TxnRequest, ops_max: i64) -> Result<(), EtcdError> {
     Ok(())
 }
 
-/// Whether a put of `key` collides with a delete of `(start, end)` in etcd's duplicate-key
-/// check. etcd builds a literal interval `[start, end)` here, so a from-key delete (`end == [0]`)
-/// is an empty interval and collides with nothing; the store keeps that quirk.
+/// Whether a put of `key` collides with a delete of `(start, end)` in the duplicate-key check.
+/// etcd 3.5 builds a literal interval `[start, end)` here, so its from-key delete (`end == [0]`)
+/// collides with nothing, and a txn may delete a key from-key and then put it with
+/// `ignore_value`, which panics etcd's apply on every member. The store treats a from-key delete
+/// as the unbounded range it is (as etcd's pending fix does), so such a txn is refused as a
+/// duplicate key before it is proposed.
 fn delete_covers(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     if end.is_empty() {
         key == start
+    } else if end == [0] {
+        key >= start
     } else {
         key >= start && key < end
     }
@@ -614,12 +619,12 @@ impl Store {
         let prev = self.mvcc.latest(&p.key).cloned();
         let value = match (&prev, p.ignore_value) {
             (Some(prev), true) => prev.value.clone(),
-            (None, true) => unreachable!("ignore_value on a missing key passed the checks"),
+            (None, true) => unreachable!("admission refuses a txn that deletes a key it then puts"),
             (_, false) => p.value.clone(),
         };
         let lease = match (&prev, p.ignore_lease) {
             (Some(prev), true) => prev.lease,
-            (None, true) => unreachable!("ignore_lease on a missing key passed the checks"),
+            (None, true) => unreachable!("admission refuses a txn that deletes a key it then puts"),
             (_, false) => p.lease,
         };
         assert!(
