@@ -158,6 +158,9 @@ pub struct Mvcc {
     current_revision: i64,
     compact_revision: i64,
     backend: Backend,
+    /// The hash of every record, extended as revisions are appended so that hashing the latest
+    /// state costs nothing (replicas publish it after every step); recomputed after compaction.
+    hash_latest: Fnv,
 }
 
 impl Default for Mvcc {
@@ -187,6 +190,7 @@ impl Mvcc {
             current_revision: 1,
             compact_revision: 0,
             backend: Backend::new(),
+            hash_latest: Fnv::new(),
         }
     }
 
@@ -332,6 +336,10 @@ impl Mvcc {
     pub fn end_write(&mut self, changed: bool) {
         if changed {
             self.current_revision += 1;
+            let rev = Revision::new(self.current_revision, 0);
+            for (r, record) in self.records.range(rev..) {
+                hash_record(&mut self.hash_latest, r, record);
+            }
         }
         debug_assert!(
             self.records
@@ -358,6 +366,7 @@ impl Mvcc {
             self.backend.free(record.bytes());
         }
         self.compact_revision = at;
+        self.hash_latest = self.hash_from_scratch(self.current_revision);
         doomed.len()
     }
 
@@ -391,21 +400,21 @@ impl Mvcc {
         self.kv_at(&event.kv.key, at).cloned()
     }
 
-    /// A deterministic hash (FNV-1a, 64 bit) of every record at or below `at`.
+    /// A deterministic hash (FNV-1a, 64 bit) of every record at or below `at`; free for the
+    /// current revision.
     pub fn hash_at(&self, at: i64) -> u64 {
+        if at == self.current_revision {
+            return self.hash_latest.finish();
+        }
+        self.hash_from_scratch(at).finish()
+    }
+
+    fn hash_from_scratch(&self, at: i64) -> Fnv {
         let mut hash = Fnv::new();
         for (rev, record) in self.records.range(..Revision::new(at + 1, 0)) {
-            hash.write_i64(rev.main);
-            hash.write_i64(rev.sub);
-            hash.write_u8(record.tombstone as u8);
-            hash.write_bytes(&record.kv.key);
-            hash.write_i64(record.kv.create_revision);
-            hash.write_i64(record.kv.mod_revision);
-            hash.write_i64(record.kv.version);
-            hash.write_i64(record.kv.lease);
-            hash.write_bytes(&record.kv.value);
+            hash_record(&mut hash, rev, record);
         }
-        hash.finish()
+        hash
     }
 
     /// The records, for a snapshot image.
@@ -463,13 +472,16 @@ impl Mvcc {
         if compact_revision > 0 {
             index.retain(|_, ki| ki.compact(compact_revision, &mut keep));
         }
-        Mvcc {
+        let mut mvcc = Mvcc {
             index,
             records: map,
             current_revision,
             compact_revision,
             backend: Backend::restored(live_bytes, file_pages),
-        }
+            hash_latest: Fnv::new(),
+        };
+        mvcc.hash_latest = mvcc.hash_from_scratch(current_revision);
+        mvcc
     }
 
     /// Structural invariants; panics with a message naming the broken one. `extra_bytes` is what
@@ -541,9 +553,21 @@ impl Mvcc {
     }
 }
 
+fn hash_record(hash: &mut Fnv, rev: &Revision, record: &Record) {
+    hash.write_i64(rev.main);
+    hash.write_i64(rev.sub);
+    hash.write_u8(record.tombstone as u8);
+    hash.write_bytes(&record.kv.key);
+    hash.write_i64(record.kv.create_revision);
+    hash.write_i64(record.kv.mod_revision);
+    hash.write_i64(record.kv.version);
+    hash.write_i64(record.kv.lease);
+    hash.write_bytes(&record.kv.value);
+}
+
 /// FNV-1a, 64 bit: small, stable across platforms and releases, and good enough to tell two
 /// replicas apart.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Fnv(u64);
 
 impl Default for Fnv {
