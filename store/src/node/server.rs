@@ -902,8 +902,10 @@ impl<D: Disk> Node<D> {
         }
         let term = self.raw.raft.raft_log.term(applied).unwrap_or(0);
         let image = self.store.image();
-        let mut snapshot = Snapshot::default();
-        snapshot.data = bincode::serialize(&image).expect("images serialise").into();
+        let mut snapshot = Snapshot {
+            data: bincode::serialize(&image).expect("images serialise").into(),
+            ..Default::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = applied;
         meta.term = term;

@@ -43,16 +43,18 @@ impl WalEntry {
     }
 
     fn to_entry(&self) -> Entry {
-        let mut e = Entry::default();
-        e.index = self.index;
-        e.term = self.term;
+        let mut e = Entry {
+            index: self.index,
+            term: self.term,
+            data: self.data.clone().into(),
+            context: self.context.clone().into(),
+            ..Default::default()
+        };
         e.set_entry_type(match self.entry_type {
             1 => EntryType::EntryConfChange,
             2 => EntryType::EntryConfChangeV2,
             _ => EntryType::EntryNormal,
         });
-        e.data = self.data.clone().into();
-        e.context = self.context.clone().into();
         e
     }
 }
@@ -239,16 +241,20 @@ impl<D: Disk> Wal<D> {
                 }
                 let file: SnapshotFile =
                     bincode::deserialize(&bytes[8..]).map_err(|_| corrupt())?;
-                let mut snapshot = Snapshot::default();
-                let mut meta = SnapshotMetadata::default();
-                meta.index = file.index;
-                meta.term = file.term;
+                let mut meta = SnapshotMetadata {
+                    index: file.index,
+                    term: file.term,
+                    ..Default::default()
+                };
                 meta.set_conf_state(ConfState {
                     voters: file.voters,
                     ..Default::default()
                 });
+                let mut snapshot = Snapshot {
+                    data: file.data.into(),
+                    ..Default::default()
+                };
                 snapshot.set_metadata(meta);
-                snapshot.data = file.data.into();
                 recovered.prev_index = file.index;
                 recovered.prev_term = file.term;
                 recovered.snapshot = Some(snapshot);
@@ -258,7 +264,12 @@ impl<D: Disk> Wal<D> {
         }
         let bytes = match self.disk.read(WAL_FILE).await {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A new member: the WAL file itself must be durable before anything in it can
+                // be, or a crash would lose the whole file however often it was fsynced.
+                self.replace(WAL_FILE, &[]).await?;
+                Vec::new()
+            }
             Err(e) => return Err(e),
         };
         let (records, valid) = parse(&bytes);
