@@ -12,6 +12,7 @@ const SIMULATED: Duration = Duration::from_secs(60);
 /// Runs a 3-member cluster for `SIMULATED` with `writers` clients each putting every
 /// `period_ms`; returns (puts acknowledged, wall seconds).
 fn run(seed: u64, writers: u32, period_ms: u64) -> (u64, f64) {
+    // The wall clock, outside the simulation: what this benchmark measures.
     let wall = std::time::Instant::now();
     let acked = simulate(seed, move || async move {
         let mut cluster = Cluster::start(ClusterConfig::new(3));
@@ -19,13 +20,13 @@ fn run(seed: u64, writers: u32, period_ms: u64) -> (u64, f64) {
             .wait_for_leader(Duration::from_secs(10))
             .await
             .expect("a leader");
-        let start = madsim::time::Instant::now();
+        let start = faultline_store::node::time::now();
         let mut tasks = Vec::new();
         for w in 0..writers {
             let config = cluster.client_config();
             tasks.push(cluster.spawn_client(config, move |client| async move {
                 let mut acked = 0u64;
-                let mut next = madsim::time::Instant::now();
+                let mut next = faultline_store::node::time::now();
                 let mut i = 0u64;
                 while next.duration_since(start) < SIMULATED {
                     let key = format!("w{w}/{}", i % 50);
@@ -34,7 +35,7 @@ fn run(seed: u64, writers: u32, period_ms: u64) -> (u64, f64) {
                     }
                     i += 1;
                     next += Duration::from_millis(period_ms);
-                    let now = madsim::time::Instant::now();
+                    let now = faultline_store::node::time::now();
                     if next > now {
                         madsim::time::sleep(next - now).await;
                     }
@@ -42,7 +43,7 @@ fn run(seed: u64, writers: u32, period_ms: u64) -> (u64, f64) {
                 acked
             }));
         }
-        let elapsed = madsim::time::Instant::now().duration_since(start);
+        let elapsed = faultline_store::node::time::now().duration_since(start);
         if elapsed < SIMULATED {
             madsim::time::sleep(SIMULATED - elapsed).await;
         }

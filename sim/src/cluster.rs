@@ -15,9 +15,9 @@ use faultline_store::node::protocol::{member_ip, NodeId};
 use faultline_store::node::server::{
     run_node, Clock, NodeConfig, NodeEnv, NodeProbe, NodeState, Trace,
 };
+use faultline_store::node::time::{now, Instant};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
-use madsim::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{SimDisk, SimDiskConfig};
@@ -94,7 +94,7 @@ impl Cluster {
             "a cluster has 1 to 7 members"
         );
         let runtime = Handle::current();
-        let started = Instant::now();
+        let started = now();
         let trace = Trace::default();
         let peers = config.member_ids();
         let mut members = BTreeMap::new();
@@ -160,7 +160,7 @@ impl Cluster {
 
     /// Simulated time since the cluster started.
     pub fn elapsed(&self) -> Duration {
-        Instant::now().duration_since(self.started)
+        now().duration_since(self.started)
     }
 
     /// The faults applied so far, with when.
@@ -319,12 +319,12 @@ impl Cluster {
 
     /// Waits (in simulated time) until a running member leads, up to `within`.
     pub async fn wait_for_leader(&self, within: Duration) -> Option<NodeId> {
-        let deadline = Instant::now() + within;
+        let deadline = now() + within;
         loop {
             if let Some(leader) = self.leader() {
                 return Some(leader);
             }
-            if Instant::now() >= deadline {
+            if now() >= deadline {
                 return None;
             }
             madsim::time::sleep(Duration::from_millis(20)).await;
@@ -333,7 +333,7 @@ impl Cluster {
 
     /// Waits until every running member has applied at least `index`, up to `within`.
     pub async fn wait_for_applied(&self, index: u64, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        let deadline = now() + within;
         loop {
             let behind = self
                 .members
@@ -343,7 +343,7 @@ impl Cluster {
             if !behind {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if now() >= deadline {
                 return false;
             }
             madsim::time::sleep(Duration::from_millis(20)).await;

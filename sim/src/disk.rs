@@ -28,7 +28,10 @@ use std::time::Duration;
 
 use faultline_store::node::disk::Disk;
 use madsim::rand::Rng;
-use madsim::time::{self, Instant};
+
+use crate::sim_rng;
+use faultline_store::node::time::{now, Instant};
+use madsim::time;
 use serde::{Deserialize, Serialize};
 
 /// How long one operation takes: drawn uniformly from `min..=max` with madsim's RNG each time;
@@ -74,7 +77,7 @@ impl Latency {
         if self.min == self.max {
             self.min
         } else {
-            madsim::rand::thread_rng().gen_range(self.min..=self.max)
+            sim_rng().gen_range(self.min..=self.max)
         }
     }
 }
@@ -263,7 +266,7 @@ impl SimDisk {
     /// than one in force does not shorten it; a longer one extends it, and syncs already waiting
     /// wait for the new end. Reads and page-cache writes are not delayed.
     pub fn stall(&self, duration: Duration) {
-        let end = Instant::now() + duration;
+        let end = now() + duration;
         let mut st = self.lock();
         st.stall_until = Some(st.stall_until.map_or(end, |until| until.max(end)));
         st.stats.stalls += 1;
@@ -271,9 +274,7 @@ impl SimDisk {
 
     /// The end of the stall in force, if any.
     pub fn stalled_until(&self) -> Option<Instant> {
-        self.lock()
-            .stall_until
-            .filter(|until| *until > Instant::now())
+        self.lock().stall_until.filter(|until| *until > now())
     }
 
     /// Makes the next sync to start (`sync_file` or `sync_dir`) fail with `kind` after its usual
@@ -420,7 +421,7 @@ impl SimDisk {
         loop {
             let until = self.lock().stall_until;
             match until {
-                Some(until) if until > Instant::now() => {
+                Some(until) if until > now() => {
                     waited = true;
                     time::sleep_until(until).await;
                 }
@@ -573,7 +574,7 @@ impl State {
         if tail < 2 {
             return None;
         }
-        Some((id, madsim::rand::thread_rng().gen_range(1..tail)))
+        Some((id, sim_rng().gen_range(1..tail)))
     }
 
     /// Drops inodes neither directory refers to.
@@ -1146,12 +1147,12 @@ mod tests {
                 ..SimDiskConfig::default()
             });
             disk.append("wal", b"entry").await.unwrap();
-            let start = Instant::now();
+            let start = now();
             disk.stall(Duration::from_secs(5));
             let syncer = disk.clone();
             let sync = madsim::task::spawn(async move {
                 syncer.sync_file("wal").await.unwrap();
-                Instant::now()
+                now()
             });
             time::sleep(Duration::from_millis(100)).await;
             assert_eq!(disk.read("wal").await.unwrap(), b"entry");
@@ -1179,12 +1180,12 @@ mod tests {
         run(11, async {
             let disk = instant_disk();
             durable_file(&disk, "wal", b"x").await;
-            let start = Instant::now();
+            let start = now();
             disk.stall(Duration::from_secs(1));
             let syncer = disk.clone();
             let sync = madsim::task::spawn(async move {
                 syncer.sync_dir().await.unwrap();
-                Instant::now()
+                now()
             });
             time::sleep(Duration::from_millis(500)).await;
             disk.stall(Duration::from_secs(2));
@@ -1206,7 +1207,7 @@ mod tests {
                 Latency::fixed(Duration::from_millis(5)),
                 Latency::fixed(Duration::from_millis(7)),
             );
-            let start = Instant::now();
+            let start = now();
             disk.append("wal", b"x").await.unwrap();
             let appended = start.elapsed();
             disk.sync_file("wal").await.unwrap();
@@ -1217,7 +1218,7 @@ mod tests {
             // The default sync latency is drawn from 1..=3 ms.
             disk.set_latency(Latency::ZERO, SimDiskConfig::default().sync_latency);
             for _ in 0..20 {
-                let before = Instant::now();
+                let before = now();
                 disk.sync_dir().await.unwrap();
                 let took = before.elapsed();
                 assert!(took >= Duration::from_millis(1) && took < Duration::from_micros(3100));

@@ -9,6 +9,13 @@ pub mod disk;
 pub mod fault;
 
 pub use cluster::{simulate, Cluster, ClusterConfig, MemberStatus};
+
+/// The simulation's random number generator: madsim's per-runtime generator, seeded from the
+/// run's seed (not `rand::thread_rng`, which would read real entropy). Everything the world
+/// draws by chance (disk latencies, torn-write lengths) comes from here.
+pub fn sim_rng() -> madsim::rand::GlobalRng {
+    madsim::rand::thread_rng()
+}
 pub use fault::Fault;
 
 #[cfg(test)]
@@ -18,6 +25,7 @@ mod tests {
     #[test]
     fn raft_election_timeouts_repeat_for_a_seed() {
         fn timeouts(seed: u64) -> Vec<usize> {
+            // Outside any simulation: each run needs a thread of its own (see `simulate`).
             std::thread::spawn(move || {
                 let rt =
                     madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());

@@ -355,7 +355,7 @@ fn a_disk_stall_on_the_leader_delays_commits_and_the_cluster_stays_correct() {
             .expect("a leader");
         let fast = cluster
             .with_client(|c| async move {
-                let start = madsim::time::Instant::now();
+                let start = faultline_store::node::time::now();
                 assert!(c.put(b"before", b"1").await.is_ok());
                 start.elapsed()
             })
@@ -366,7 +366,7 @@ fn a_disk_stall_on_the_leader_delays_commits_and_the_cluster_stays_correct() {
         });
         let (slow, outcome) = cluster
             .with_client(|c| async move {
-                let start = madsim::time::Instant::now();
+                let start = faultline_store::node::time::now();
                 let outcome = c.put(b"during", b"2").await;
                 (start.elapsed(), outcome)
             })

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::time::{now, Instant};
 use madsim::net::Endpoint;
-use madsim::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -203,18 +203,18 @@ impl Client {
     /// Sends a request with etcd's retry rules and classifies its outcome.
     pub async fn request(&self, request: ClientRequest) -> Outcome {
         let config = &self.inner.config;
-        let deadline = Instant::now() + Duration::from_millis(config.op_timeout_ms);
+        let deadline = now() + Duration::from_millis(config.op_timeout_ms);
         let is_write = request.is_write();
         let members = config.members.len();
         let mut index = self.inner.preferred.load(Ordering::SeqCst) % members;
         let mut last_error = ServerError::Timeout;
         let mut maybe_sent = false;
         loop {
-            let now = Instant::now();
-            if now >= deadline {
+            let now_at = now();
+            if now_at >= deadline {
                 break;
             }
-            let timeout = (deadline - now).min(Duration::from_millis(config.attempt_timeout_ms));
+            let timeout = (deadline - now_at).min(Duration::from_millis(config.attempt_timeout_ms));
             let member = config.members[index];
             match self.attempt(member, &request, timeout).await {
                 Attempt::Reply(Ok(response)) => {
@@ -398,15 +398,15 @@ impl Watcher {
             let timeout = Duration::from_millis(self.client.inner.config.attempt_timeout_ms);
             match self.client.attempt(member, &create, timeout).await {
                 Attempt::Reply(Ok(_)) => {
-                    let now = Instant::now();
+                    let now_at = now();
                     self.stream = Some(OpenStream {
                         id,
                         member,
                         rx,
                         next_seq: 0,
                         early: BTreeMap::new(),
-                        last_heard: now,
-                        last_progress_request: now,
+                        last_heard: now_at,
+                        last_progress_request: now_at,
                     });
                     return Some(from);
                 }
@@ -479,15 +479,15 @@ impl Watcher {
                 }
                 continue;
             }
-            let now = Instant::now();
-            if now.duration_since(stream.last_heard) >= WATCH_DEAD_AFTER {
+            let now_at = now();
+            if now_at.duration_since(stream.last_heard) >= WATCH_DEAD_AFTER {
                 if let Some(event) = self.resume().await {
                     return Some(event);
                 }
                 continue;
             }
-            if now.duration_since(stream.last_progress_request) >= WATCH_HEARTBEAT {
-                stream.last_progress_request = now;
+            if now_at.duration_since(stream.last_progress_request) >= WATCH_HEARTBEAT {
+                stream.last_progress_request = now_at;
                 let client = self.client.clone();
                 let (member, id) = (stream.member, stream.id);
                 madsim::task::spawn(async move {
@@ -497,7 +497,7 @@ impl Watcher {
             }
             match madsim::time::timeout(WATCH_HEARTBEAT, stream.rx.recv()).await {
                 Ok(Some(message)) => {
-                    stream.last_heard = Instant::now();
+                    stream.last_heard = now();
                     if message.seq < stream.next_seq {
                         continue;
                     }

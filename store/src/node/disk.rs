@@ -24,6 +24,13 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// fsync: makes the content of `name` durable. Blocks while the disk is stalled.
     fn sync_file(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// fdatasync: makes the content of `name` durable without its metadata. The directory
+    /// entry still needs [`sync_dir`](Self::sync_dir). A disk that does not tell the two apart
+    /// keeps this default, a full fsync.
+    fn sync_data(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send {
+        self.sync_file(name)
+    }
+
     /// fsync of the directory: makes creations, renames and removals durable.
     fn sync_dir(&self) -> impl Future<Output = io::Result<()>> + Send;
 

@@ -9,4 +9,5 @@ pub mod disk;
 pub mod log_store;
 pub mod protocol;
 pub mod server;
+pub mod time;
 pub mod wal;

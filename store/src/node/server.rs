@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::time::{now, Instant};
 use madsim::net::Endpoint;
-use madsim::time::Instant;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl Clock {
     }
 
     pub fn now_ms(&self) -> u64 {
-        let elapsed = Instant::now().duration_since(self.base).as_millis() as i64;
+        let elapsed = now().duration_since(self.base).as_millis() as i64;
         (elapsed + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64
     }
 
@@ -499,7 +499,7 @@ impl<D: Disk> Node<D> {
 
     fn on_tick(&mut self) {
         self.raw.tick();
-        let now = Instant::now();
+        let now = now();
         // Requests whose outcome did not come in time: the client hears `Timeout` (a write may
         // still take effect).
         let expired: Vec<u64> = self
@@ -535,7 +535,7 @@ impl<D: Disk> Node<D> {
     }
 
     fn deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.config.request_timeout_ms)
+        now() + Duration::from_millis(self.config.request_timeout_ms)
     }
 
     /// Proposes a request; `client` is who to answer once it is applied.

@@ -173,9 +173,9 @@ impl<D: Disk> Wal<D> {
         self.disk.append(WAL_FILE, &bytes).await
     }
 
-    /// fsync of the WAL.
+    /// fdatasync of the WAL, as etcd syncs its WAL (the file exists durably since recovery).
     pub async fn sync(&self) -> io::Result<()> {
-        self.disk.sync_file(WAL_FILE).await
+        self.disk.sync_data(WAL_FILE).await
     }
 
     /// Replaces `name` with `bytes` durably: temporary file, fsync, rename, directory fsync.
