@@ -7,6 +7,7 @@
 //! - [`corpus`]: readers for the shared corpus of histories with known verdicts.
 
 pub mod corpus;
+pub mod etcd;
 pub mod history;
 pub mod kv;
 pub mod linearizability;
