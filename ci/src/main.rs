@@ -1,5 +1,225 @@
-//! `faultline`: the command-line entry point.
+//! `faultline`: chaos runs on the reference store, and checks of recorded histories.
+//!
+//! Exit codes: 0 every check passed; 1 a safety violation; 3 a liveness failure; 4 the run
+//! itself crashed; 5 a verdict is unknown (the checker's budget ran out); 2 bad usage or input.
 
-fn main() {
-    println!("faultline {}", env!("CARGO_PKG_VERSION"));
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use faultline::check::{check_history, CheckOptions, RunVerdict};
+use faultline::run::{simulate_run, write_artifacts, RunConfig};
+use faultline_checkers::history::History;
+use faultline_store::node::server::PlantedBugs;
+use faultline_workloads::{FaultProfile, WorkloadConfig, WorkloadKind};
+
+/// Prints a line to stdout; a closed pipe (`faultline run | head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Deterministic chaos testing of an etcd-like store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the reference store under traffic and faults from one seed, then checks the history.
+    Run(RunArgs),
+    /// Checks a recorded history file (JSON Lines, format faultline-history version 1).
+    Check {
+        /// The history file.
+        file: PathBuf,
+        /// The checker's wall-time budget, e.g. 60s.
+        #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
+        timeout: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The seed: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Cluster members: 1, 3, 5 or 7.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Length of the fault phase in simulated time, e.g. 10s, 1500ms, 2m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    duration: u64,
+    /// Traffic: etcd-kv or kubernetes.
+    #[arg(long, default_value = "etcd-kv", value_parser = WorkloadKind::parse)]
+    workload: WorkloadKind,
+    /// Faults: none, default, partitions or crashes.
+    #[arg(long, default_value = "default", value_parser = FaultProfile::parse)]
+    faults: FaultProfile,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: u32,
+    /// Operations per second per client.
+    #[arg(long, default_value_t = 20)]
+    rate: u32,
+    /// Keys in the pool.
+    #[arg(long, default_value_t = 10)]
+    keys: u32,
+    /// A planted bug to switch on (repeatable): stale-reads.
+    #[arg(long = "bug")]
+    bugs: Vec<String>,
+    /// Where to write the history, schedule, trace and report.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The checker's wall-time budget.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
+    check_timeout: u64,
+}
+
+/// Parses `10s`, `1500ms`, `2m` or a bare number of seconds into milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
+    let ms = match unit {
+        "ms" => value,
+        "s" => value * 1000.0,
+        "m" | "min" => value * 60_000.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s or m"
+            ))
+        }
+    };
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(ms as u64)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check { file, timeout } => check(file, timeout),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let mut bugs = PlantedBugs::default();
+    for bug in &args.bugs {
+        if let Err(e) = bugs.enable(bug) {
+            eprintln!("faultline: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let config = RunConfig {
+        seed: args.seed,
+        nodes: args.nodes,
+        duration_ms: args.duration,
+        workload: WorkloadConfig {
+            kind: args.workload,
+            clients: args.clients,
+            rate_per_client: args.rate,
+            keys: args.keys,
+            ..WorkloadConfig::default()
+        },
+        faults: args.faults,
+        bugs,
+        check_timeout_ms: args.check_timeout,
+        ..RunConfig::default()
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("faultline: {e}");
+        return ExitCode::from(2);
+    }
+    say!("faultline run: seed {}", config.seed);
+    say!(
+        "options: {}",
+        serde_json::to_string(&config).expect("configs serialise")
+    );
+    let output = match simulate_run(&config) {
+        Ok(output) => output,
+        Err(panic) => {
+            eprintln!("the run crashed: {panic}");
+            eprintln!("reproduce: {}", config.command());
+            return ExitCode::from(4);
+        }
+    };
+    say!("fault schedule:\n{}", output.schedule);
+    let options = CheckOptions {
+        timeout_ms: config.check_timeout_ms,
+    };
+    let verdict = faultline::check::judge_run(&config, &output, &options);
+    let report = verdict.render();
+    say!("{report}");
+    if let Some(dir) = &args.out {
+        match write_artifacts(dir, &config, &output, &report) {
+            Ok(files) => {
+                for f in files {
+                    say!("wrote {}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("faultline: writing artifacts to {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    say!("reproduce: {}", config.command());
+    ExitCode::from(verdict.exit_code())
+}
+
+fn check(file: PathBuf, timeout_ms: u64) -> ExitCode {
+    let reader = match std::fs::File::open(&file) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => {
+            eprintln!("faultline: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let history = match History::read_from(reader) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("faultline: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let verdict = check_history(&history, &CheckOptions { timeout_ms });
+    say!("{}", verdict.render());
+    ExitCode::from(match verdict {
+        RunVerdict {
+            safety_violations, ..
+        } if safety_violations > 0 => 1,
+        RunVerdict { unknown, .. } if unknown > 0 => 5,
+        _ => 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration_ms("10s"), Ok(10_000));
+        assert_eq!(parse_duration_ms("1500ms"), Ok(1_500));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("3"), Ok(3_000));
+        assert!(parse_duration_ms("ten").is_err());
+        assert!(parse_duration_ms("5h").is_err());
+        assert!(parse_duration_ms("-5s").is_err());
+    }
 }

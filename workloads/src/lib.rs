@@ -1,1 +1,13 @@
-//! Placeholder: this crate's content arrives with its issue.
+//! Chaos: traffic generators and fault schedules, driven by a run's seed.
+//!
+//! Workloads talk to the store only through its client API ([`faultline_store::node::client`])
+//! and record what they saw in the history format of `faultline-checkers`. Every choice a
+//! workload or the nemesis makes is drawn from a ChaCha generator seeded from the run's seed.
+
+pub mod nemesis;
+pub mod record;
+pub mod traffic;
+
+pub use nemesis::{FaultProfile, Schedule, TimedFault};
+pub use record::Recorder;
+pub use traffic::{WorkloadConfig, WorkloadKind};

@@ -60,6 +60,47 @@ pub struct NodeConfig {
     /// Requests a member holds in flight before refusing more.
     pub pending_max: usize,
     pub store: StoreConfig,
+    /// Known bugs re-planted on purpose, all off by default.
+    #[serde(default)]
+    pub bugs: PlantedBugs,
+}
+
+/// Bugs the node can re-introduce on purpose, so that a sweep can show it finds them. Each is a
+/// named switch, off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlantedBugs {
+    /// Serve "linearizable" reads from the member's local applied state, without ReadIndex (the
+    /// classic Raft mistake): a partitioned or lagging member answers stale data.
+    #[serde(default)]
+    pub stale_reads: bool,
+}
+
+impl PlantedBugs {
+    /// The switches by name, for command lines and reports.
+    pub const NAMES: &'static [&'static str] = &["stale-reads"];
+
+    /// Turns on the switch called `name`; an unknown name is an error that lists the known ones.
+    pub fn enable(&mut self, name: &str) -> Result<(), String> {
+        match name {
+            "stale-reads" => self.stale_reads = true,
+            other => {
+                return Err(format!(
+                    "unknown planted bug {other:?}; known: {}",
+                    Self::NAMES.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the switches that are on.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        let mut on = Vec::new();
+        if self.stale_reads {
+            on.push("stale-reads");
+        }
+        on
+    }
 }
 
 impl NodeConfig {
@@ -77,6 +118,7 @@ impl NodeConfig {
             watch_progress_ms: 5_000,
             pending_max: 10_000,
             store: StoreConfig::default(),
+            bugs: PlantedBugs::default(),
         }
     }
 
@@ -590,7 +632,10 @@ impl<D: Disk> Node<D> {
         let leader = self.raw.raft.leader_id;
         let is_leader = self.role == StateRole::Leader;
         match request {
-            ClientRequest::Kv(Request::Range(r)) if r.serializable => {
+            ClientRequest::Kv(Request::Range(r))
+                if r.serializable || self.config.bugs.stale_reads =>
+            {
+                // With the planted stale-reads bug, a linearizable read skips ReadIndex too.
                 let result = self
                     .store
                     .range(&r)

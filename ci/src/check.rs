@@ -1,0 +1,222 @@
+//! Judging a run: every checker's verdict on its history and ground truth, in one report.
+
+use std::fmt::Write as _;
+
+use faultline_checkers::history::{History, Outcome};
+
+use crate::run::{RunConfig, SimOutput};
+
+/// Checker options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Wall-time budget of the linearizability search.
+    pub timeout_ms: u64,
+}
+
+/// One checker's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    /// A broken safety property, with the explanation.
+    Violation(String),
+    /// A liveness failure.
+    Stuck(String),
+    /// The checker could not decide (budget).
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckerResult {
+    pub checker: &'static str,
+    pub status: Status,
+    /// One line of what was checked.
+    pub summary: String,
+}
+
+/// Everything said about a run (or a history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunVerdict {
+    pub header: Vec<String>,
+    pub results: Vec<CheckerResult>,
+    pub safety_violations: usize,
+    pub liveness_failures: usize,
+    pub unknown: usize,
+    pub footer: Vec<String>,
+}
+
+impl RunVerdict {
+    fn push(&mut self, result: CheckerResult) {
+        match result.status {
+            Status::Violation(_) => self.safety_violations += 1,
+            Status::Stuck(_) => self.liveness_failures += 1,
+            Status::Unknown(_) => self.unknown += 1,
+            Status::Pass => {}
+        }
+        self.results.push(result);
+    }
+
+    /// The process exit code: safety first, then liveness, then unknown.
+    pub fn exit_code(&self) -> u8 {
+        if self.safety_violations > 0 {
+            1
+        } else if self.liveness_failures > 0 {
+            3
+        } else if self.unknown > 0 {
+            5
+        } else {
+            0
+        }
+    }
+
+    /// Whether every checker passed.
+    pub fn passed(&self) -> bool {
+        self.exit_code() == 0
+    }
+
+    /// The report a person reads.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.header {
+            let _ = writeln!(out, "{line}");
+        }
+        for r in &self.results {
+            let status = match &r.status {
+                Status::Pass => "PASS".to_string(),
+                Status::Violation(_) => "VIOLATION".to_string(),
+                Status::Stuck(_) => "LIVENESS FAILURE".to_string(),
+                Status::Unknown(_) => "UNKNOWN".to_string(),
+            };
+            let _ = writeln!(out, "  {:<22} {status:<16} {}", r.checker, r.summary);
+            if let Status::Violation(text) | Status::Stuck(text) | Status::Unknown(text) = &r.status
+            {
+                for line in text.lines() {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
+        }
+        let verdict = match self.exit_code() {
+            0 => "PASS: every check held",
+            1 => "FAIL: safety violation",
+            3 => "FAIL: liveness failure",
+            _ => "UNKNOWN: a checker could not decide",
+        };
+        let _ = writeln!(out, "verdict: {verdict}");
+        for line in &self.footer {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+}
+
+fn count(history: &History) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for op in &history.operations {
+        match op.outcome {
+            Outcome::Ok { .. } => counts.0 += 1,
+            Outcome::Failed { .. } => counts.1 += 1,
+            Outcome::Unknown => counts.2 += 1,
+        }
+    }
+    counts
+}
+
+/// Linearizability (with revisions) and stale reads, on the history alone.
+fn linearizability(history: &History, options: &CheckOptions) -> CheckerResult {
+    use faultline_checkers::etcd::{self, Judgement};
+    use faultline_checkers::linearizability::Budget;
+    let budget =
+        Budget::default().with_timeout(std::time::Duration::from_millis(options.timeout_ms));
+    let report = etcd::check(history, budget);
+    let c = &report.counts;
+    let summary = format!(
+        "{} searched, {} read at their revision, {} unknown outcomes",
+        c.searched, c.revision_reads, c.unknown
+    );
+    let status = match report.judgement() {
+        Judgement::Pass => Status::Pass,
+        Judgement::Fail => Status::Violation(report.render()),
+        Judgement::Unknown => Status::Unknown(report.render()),
+    };
+    CheckerResult {
+        checker: "linearizability",
+        status,
+        summary,
+    }
+}
+
+/// Checks a history from a file: only what the history itself can tell.
+pub fn check_history(history: &History, options: &CheckOptions) -> RunVerdict {
+    let mut verdict = RunVerdict::default();
+    let (ok, failed, unknown) = count(history);
+    verdict.header.push(format!(
+        "history: {} operations ({ok} ok, {failed} failed, {unknown} unknown)",
+        history.operations.len()
+    ));
+    verdict.push(linearizability(history, options));
+    verdict
+}
+
+/// Judges a simulated run: the history's checkers plus the run's ground truth (replica
+/// convergence) and its liveness phase.
+pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions) -> RunVerdict {
+    let mut verdict = RunVerdict::default();
+    let (ok, failed, unknown) = count(&output.history);
+    verdict.header.push(format!(
+        "ops: {} ({ok} ok, {failed} failed, {unknown} unknown); faults injected: {}; leader changes: {}",
+        output.history.operations.len(),
+        output.schedule.faults.len(),
+        output.leader_changes
+    ));
+    if !config.bugs.enabled().is_empty() {
+        verdict.header.push(format!(
+            "planted bugs: {}",
+            config.bugs.enabled().join(", ")
+        ));
+    }
+    verdict.push(linearizability(&output.history, options));
+    let first = output.replicas.first().map(|(_, rev, hash)| (*rev, *hash));
+    let diverged: Vec<String> = output
+        .replicas
+        .iter()
+        .filter(|(_, rev, hash)| Some((*rev, *hash)) != first)
+        .map(|(m, rev, hash)| format!("n{m} at revision {rev} hash {hash:016x}"))
+        .collect();
+    let summary = format!("{} members compared after healing", output.replicas.len());
+    let status = if diverged.is_empty() {
+        Status::Pass
+    } else {
+        let (rev, hash) = first.unwrap_or_default();
+        Status::Violation(format!(
+            "members disagree: n{} at revision {rev} hash {hash:016x}, but {}",
+            output.replicas[0].0,
+            diverged.join(", ")
+        ))
+    };
+    verdict.push(CheckerResult {
+        checker: "replica convergence",
+        status,
+        summary,
+    });
+    let (status, summary) = match &output.liveness {
+        Ok(took) => (
+            Status::Pass,
+            format!(
+                "write and read committed {:.3}s after healing",
+                took.as_secs_f64()
+            ),
+        ),
+        Err(e) => (
+            Status::Stuck(e.clone()),
+            "healed cluster did not serve".to_string(),
+        ),
+    };
+    verdict.push(CheckerResult {
+        checker: "liveness",
+        status,
+        summary,
+    });
+    verdict
+        .footer
+        .push(format!("trace hash: {:016x}", output.trace_hash));
+    verdict
+}

@@ -1,0 +1,284 @@
+//! One chaos run: a seeded simulation of the reference store under traffic and faults, then the
+//! checkers' verdicts on what the clients saw.
+//!
+//! Phases, as in TigerBeetle's VOPR: a **fault phase** (traffic and the nemesis schedule for the
+//! run's duration), then a **liveness phase** (everything healed; the cluster must commit a write
+//! and serve a linearizable read within a bound). The run's outcome separates a safety violation,
+//! a liveness failure and a crash of the run itself, and always carries the one command that
+//! reproduces it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use faultline_checkers::history::History;
+use faultline_sim::{simulate, Cluster, ClusterConfig};
+use faultline_store::node::client::Outcome;
+use faultline_store::node::protocol::NodeId;
+use faultline_store::node::server::PlantedBugs;
+use faultline_store::node::time::now;
+use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client};
+use faultline_workloads::{FaultProfile, Recorder, Schedule, WorkloadConfig, WorkloadKind};
+use serde::{Deserialize, Serialize};
+
+/// Everything that determines a run; printed and saved with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    /// Length of the fault phase, simulated.
+    pub duration_ms: u64,
+    pub workload: WorkloadConfig,
+    pub faults: FaultProfile,
+    pub bugs: PlantedBugs,
+    /// How long the healed cluster has to commit a write and serve a read.
+    pub liveness_timeout_ms: u64,
+    /// The checker's budget (wall time).
+    pub check_timeout_ms: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seed: 1,
+            nodes: 3,
+            duration_ms: 10_000,
+            workload: WorkloadConfig::default(),
+            faults: FaultProfile::Default,
+            bugs: PlantedBugs::default(),
+            liveness_timeout_ms: 30_000,
+            check_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks the options a user gave; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.nodes, 1 | 3 | 5 | 7) {
+            return Err(format!("--nodes must be 1, 3, 5 or 7 (got {})", self.nodes));
+        }
+        if self.duration_ms < 1_000 || self.duration_ms > 3_600_000 {
+            return Err(format!(
+                "--duration must be between 1s and 1h (got {}ms)",
+                self.duration_ms
+            ));
+        }
+        if self.workload.clients == 0 || self.workload.clients > 1_000 {
+            return Err(format!(
+                "--clients must be 1 to 1000 (got {})",
+                self.workload.clients
+            ));
+        }
+        if self.workload.rate_per_client == 0 || self.workload.rate_per_client > 10_000 {
+            return Err(format!(
+                "--rate must be 1 to 10000 per client (got {})",
+                self.workload.rate_per_client
+            ));
+        }
+        if self.workload.keys == 0 || self.workload.keys > 100_000 {
+            return Err(format!(
+                "--keys must be 1 to 100000 (got {})",
+                self.workload.keys
+            ));
+        }
+        Ok(())
+    }
+
+    /// The command line that reproduces this run.
+    pub fn command(&self) -> String {
+        let mut cmd = format!(
+            "faultline run --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
+            self.seed,
+            self.nodes,
+            self.duration_ms,
+            self.workload.kind.name(),
+            self.faults.name(),
+            self.workload.clients,
+            self.workload.rate_per_client,
+            self.workload.keys,
+        );
+        for bug in self.bugs.enabled() {
+            cmd.push_str(&format!(" --bug {bug}"));
+        }
+        cmd
+    }
+}
+
+/// What the simulation produced, before any checking.
+#[derive(Debug, Clone)]
+pub struct SimOutput {
+    pub history: History,
+    pub schedule: Schedule,
+    pub trace: Vec<String>,
+    pub trace_hash: u64,
+    pub faults_injected: usize,
+    pub leader_changes: u64,
+    /// `Err` when the healed cluster did not commit a write and serve a read in time.
+    pub liveness: Result<Duration, String>,
+    /// Per member: (revision, hash) once healed, for replica convergence.
+    pub replicas: Vec<(NodeId, i64, u64)>,
+}
+
+/// Runs the simulation of `config` (no checking). A panic inside it is returned as `Err`.
+pub fn simulate_run(config: &RunConfig) -> Result<SimOutput, String> {
+    let config = config.clone();
+    let seed = config.seed;
+    let result =
+        std::panic::catch_unwind(move || simulate(seed, move || run_in_simulation(config)));
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the run panicked".to_string())
+    })
+}
+
+async fn run_in_simulation(config: RunConfig) -> SimOutput {
+    let mut cluster_config = ClusterConfig::new(config.nodes);
+    cluster_config.node.bugs = config.bugs.clone();
+    let mut cluster = Cluster::start(cluster_config);
+    let start = now();
+    let recorder = Recorder::new(start);
+    let members = cluster.member_ids();
+    let schedule = Schedule::generate(config.seed, config.faults, &members, config.duration_ms);
+    let until = start + Duration::from_millis(config.duration_ms);
+    let mut workers = Vec::new();
+    for c in 0..config.workload.clients as u64 {
+        let (recorder, workload, seed) = (recorder.clone(), config.workload.clone(), config.seed);
+        let client_config = cluster.client_config();
+        workers.push(
+            cluster.spawn_client(client_config, move |client| async move {
+                match workload.kind {
+                    WorkloadKind::EtcdKv => {
+                        etcd_kv_client(client, recorder, workload, c + 1, seed, until).await
+                    }
+                    WorkloadKind::Kubernetes => {
+                        kubernetes_client(client, recorder, workload, c + 1, seed, until).await
+                    }
+                }
+            }),
+        );
+    }
+    {
+        let (recorder, workload, seed) = (recorder.clone(), config.workload.clone(), config.seed);
+        let client_id = config.workload.clients as u64 + 1;
+        let client_config = cluster.client_config();
+        workers.push(
+            cluster.spawn_client(client_config, move |client| async move {
+                compactor(client, recorder, workload, client_id, seed, until).await
+            }),
+        );
+    }
+    // The fault phase: apply the schedule on time, watching leadership.
+    let mut next = 0;
+    let mut leader_changes = 0u64;
+    let mut last_leader = None;
+    while now() < until {
+        let elapsed_ms = now().duration_since(start).as_millis() as u64;
+        while next < schedule.faults.len() && schedule.faults[next].at_ms <= elapsed_ms {
+            cluster.apply(&schedule.faults[next].fault);
+            next += 1;
+        }
+        let leader = cluster.leader().map(|l| (l, cluster.probe(l).term));
+        if leader.is_some() && leader != last_leader {
+            leader_changes += 1;
+            last_leader = leader;
+        }
+        madsim::time::sleep(Duration::from_millis(50)).await;
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    // The liveness phase.
+    cluster.heal_all();
+    let healed = now();
+    let bound = Duration::from_millis(config.liveness_timeout_ms);
+    let liveness = cluster
+        .with_client(move |client| async move {
+            loop {
+                if now().duration_since(healed) > bound {
+                    return Err(format!(
+                        "no write and read committed within {}ms of healing",
+                        bound.as_millis()
+                    ));
+                }
+                if client.put(b"liveness", b"ok").await.is_ok() {
+                    if let Outcome::Ok(_) = client.get(b"liveness").await {
+                        return Ok(now().duration_since(healed));
+                    }
+                }
+                madsim::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    // Let every member catch up before comparing replicas.
+    if let Some(leader) = cluster.leader() {
+        let applied = cluster.probe(leader).applied;
+        cluster
+            .wait_for_applied(applied, Duration::from_secs(10))
+            .await;
+    }
+    madsim::time::sleep(Duration::from_millis(300)).await;
+    let replicas = members
+        .iter()
+        .map(|m| {
+            let p = cluster.probe(*m);
+            (*m, p.revision, p.hash)
+        })
+        .collect();
+    let mut history = History {
+        operations: recorder.operations(),
+        ..History::default()
+    };
+    history.meta.insert("seed".into(), config.seed.to_string());
+    history
+        .meta
+        .insert("workload".into(), config.workload.kind.name().into());
+    history.meta.insert("command".into(), config.command());
+    SimOutput {
+        history,
+        schedule,
+        trace: cluster.trace().recent(),
+        trace_hash: cluster.trace().hash(),
+        faults_injected: cluster.faults().len(),
+        leader_changes,
+        liveness,
+        replicas,
+    }
+}
+
+/// Writes a run's artifacts to `dir`: the history, the schedule, the trace and the config.
+pub fn write_artifacts(
+    dir: &Path,
+    config: &RunConfig,
+    output: &SimOutput,
+    report: &str,
+) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let history = dir.join("history.jsonl");
+    output
+        .history
+        .write_to(std::io::BufWriter::new(std::fs::File::create(&history)?))?;
+    written.push(history);
+    let schedule = dir.join("schedule.json");
+    std::fs::write(
+        &schedule,
+        serde_json::to_string_pretty(&output.schedule).expect("schedules serialise"),
+    )?;
+    written.push(schedule);
+    let trace = dir.join("trace.txt");
+    std::fs::write(&trace, output.trace.join("\n") + "\n")?;
+    written.push(trace);
+    let config_file = dir.join("config.json");
+    std::fs::write(
+        &config_file,
+        serde_json::to_string_pretty(config).expect("configs serialise"),
+    )?;
+    written.push(config_file);
+    let report_file = dir.join("report.txt");
+    std::fs::write(&report_file, report)?;
+    written.push(report_file);
+    Ok(written)
+}

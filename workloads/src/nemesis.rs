@@ -1,0 +1,194 @@
+//! Nemesis v1: a fault schedule drawn from the run's seed.
+//!
+//! A schedule is a list of timed [`Fault`] values: plain data that is printed with the run, saved
+//! with its artifacts and can be replayed as is. Faults come in episodes (a fault, then its end
+//! after a while); episodes do not overlap, so the cluster always heals between them. After the
+//! schedule the runner heals everything and checks liveness.
+
+use std::fmt;
+
+use faultline_sim::Fault;
+use faultline_store::node::protocol::NodeId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Which faults a schedule may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultProfile {
+    /// No faults at all.
+    None,
+    /// Partitions of every shape, crashes and restarts, pauses, disk stalls.
+    Default,
+    /// Partitions only (isolations, splits, one-way cuts).
+    Partitions,
+    /// Crashes (some with torn writes) and restarts only.
+    Crashes,
+}
+
+impl FaultProfile {
+    pub const NAMES: &'static [&'static str] = &["none", "default", "partitions", "crashes"];
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "none" => Ok(FaultProfile::None),
+            "default" => Ok(FaultProfile::Default),
+            "partitions" => Ok(FaultProfile::Partitions),
+            "crashes" => Ok(FaultProfile::Crashes),
+            other => Err(format!(
+                "unknown fault profile {other:?}; known: {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultProfile::None => "none",
+            FaultProfile::Default => "default",
+            FaultProfile::Partitions => "partitions",
+            FaultProfile::Crashes => "crashes",
+        }
+    }
+}
+
+/// One fault at a time since the run started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedFault {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// A fault schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Schedule {
+    pub faults: Vec<TimedFault>,
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.faults.is_empty() {
+            return writeln!(f, "  (no faults)");
+        }
+        for t in &self.faults {
+            writeln!(f, "  {:>7.3}s  {}", t.at_ms as f64 / 1000.0, t.fault)?;
+        }
+        Ok(())
+    }
+}
+
+impl Schedule {
+    /// Draws a schedule for `members` over `duration_ms` from `seed`: episodes of 1–4 s separated
+    /// by 0.5–3 s of calm, each ended before the next starts and before the run's end.
+    pub fn generate(
+        seed: u64,
+        profile: FaultProfile,
+        members: &[NodeId],
+        duration_ms: u64,
+    ) -> Schedule {
+        let mut schedule = Schedule::default();
+        if profile == FaultProfile::None || members.is_empty() {
+            return schedule;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321);
+        let mut at = rng.gen_range(500..2_000);
+        loop {
+            let length = rng.gen_range(1_000..4_000);
+            if at + length >= duration_ms {
+                break;
+            }
+            let (start, end) = episode(&mut rng, profile, members);
+            schedule.faults.push(TimedFault {
+                at_ms: at,
+                fault: start,
+            });
+            for fault in end {
+                schedule.faults.push(TimedFault {
+                    at_ms: at + length,
+                    fault,
+                });
+            }
+            at += length + rng.gen_range(500..3_000);
+        }
+        schedule
+    }
+}
+
+/// One fault and what ends it.
+fn episode(rng: &mut ChaCha8Rng, profile: FaultProfile, members: &[NodeId]) -> (Fault, Vec<Fault>) {
+    let node = members[rng.gen_range(0..members.len())];
+    let kind = match profile {
+        FaultProfile::Partitions => rng.gen_range(0..3),
+        FaultProfile::Crashes => 3,
+        _ => rng.gen_range(0..6),
+    };
+    match kind {
+        0 => (Fault::Isolate { node }, vec![Fault::Heal]),
+        1 if members.len() > 2 => {
+            let mut shuffled = members.to_vec();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.gen_range(0..=i));
+            }
+            let split = rng.gen_range(1..shuffled.len());
+            let (left, right) = shuffled.split_at(split);
+            let mut left = left.to_vec();
+            let mut right = right.to_vec();
+            left.sort_unstable();
+            right.sort_unstable();
+            (Fault::Partition { left, right }, vec![Fault::Heal])
+        }
+        1 | 2 => {
+            let to = members[rng.gen_range(0..members.len())];
+            if to == node {
+                (Fault::Isolate { node }, vec![Fault::Heal])
+            } else {
+                (Fault::CutLink { from: node, to }, vec![Fault::Heal])
+            }
+        }
+        3 => (
+            Fault::Crash {
+                node,
+                torn: rng.gen_bool(0.5),
+            },
+            vec![Fault::Restart { node }],
+        ),
+        4 => (Fault::Pause { node }, vec![Fault::Resume { node }]),
+        _ => (
+            Fault::DiskStall {
+                node,
+                ms: rng.gen_range(500..3_000),
+            },
+            Vec::new(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_is_a_function_of_its_seed_and_ends_its_faults_in_time() {
+        let a = Schedule::generate(7, FaultProfile::Default, &[1, 2, 3], 30_000);
+        assert_eq!(
+            a,
+            Schedule::generate(7, FaultProfile::Default, &[1, 2, 3], 30_000)
+        );
+        assert_ne!(
+            a,
+            Schedule::generate(8, FaultProfile::Default, &[1, 2, 3], 30_000)
+        );
+        assert!(a.faults.len() >= 4, "{a}");
+        assert!(a.faults.iter().all(|t| t.at_ms < 30_000));
+        assert!(a.faults.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), a);
+        assert!(
+            Schedule::generate(7, FaultProfile::None, &[1, 2, 3], 30_000)
+                .faults
+                .is_empty()
+        );
+    }
+}
