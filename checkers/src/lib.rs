@@ -12,3 +12,4 @@ pub mod history;
 pub mod kv;
 pub mod linearizability;
 pub mod register;
+pub mod watch;
