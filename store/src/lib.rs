@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bugs;
 pub mod error;
 pub mod lease;
 pub mod mvcc;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod watch;
 
 pub use api::*;
+pub use bugs::PlantedBugs;
 pub use error::EtcdError;
 pub use store::{ImageError, Store, StoreConfig, StoreImage};
 pub mod node;

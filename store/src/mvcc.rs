@@ -350,17 +350,27 @@ impl Mvcc {
         );
     }
 
-    /// Compacts at `at`, returning the number of records removed.
-    pub fn compact(&mut self, at: i64) -> usize {
+    /// Compacts at `at`, returning the number of records removed. With
+    /// `drop_tombstones_at_compact` (the planted etcd 18089 bug) the tombstones at exactly `at`
+    /// go too, so a watch started at `at` misses those deletes.
+    pub fn compact(&mut self, at: i64, drop_tombstones_at_compact: bool) -> usize {
         assert!(at > self.compact_revision && at <= self.current_revision);
         let mut keep = BTreeSet::new();
         self.index.retain(|_, ki| ki.compact(at, &mut keep));
-        let doomed: Vec<Revision> = self
+        let mut doomed: Vec<Revision> = self
             .records
             .range(..Revision::new(at, 0))
             .map(|(rev, _)| *rev)
             .filter(|rev| !keep.contains(rev))
             .collect();
+        if drop_tombstones_at_compact {
+            doomed.extend(
+                self.records
+                    .range(Revision::new(at, 0)..Revision::new(at + 1, 0))
+                    .filter(|(_, record)| record.tombstone)
+                    .map(|(rev, _)| *rev),
+            );
+        }
         for rev in &doomed {
             let record = self.records.remove(rev).expect("doomed record exists");
             self.backend.free(record.bytes());
@@ -645,7 +655,7 @@ mod tests {
         put(&mut m, "b", "1"); // 4
         delete(&mut m, "b"); // 5
         put(&mut m, "a", "3"); // 6
-        m.compact(5);
+        m.compact(5, false);
         assert_eq!(
             m.kv_at(b"a", 5).map(|kv| kv.value.clone()),
             Some(b"2".to_vec())
@@ -658,7 +668,7 @@ mod tests {
         // Records of revisions 2 (superseded), 4 (b's put, deleted at 5) are gone.
         assert_eq!(m.record_count(), 3);
         m.check_invariants(0);
-        m.compact(6);
+        m.compact(6, false);
         assert_eq!(
             m.record_count(),
             1,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::*;
 use crate::backend::LEASE_RECORD_BYTES;
+use crate::bugs::PlantedBugs;
 use crate::error::EtcdError;
 use crate::lease::{Lease, LeaseTable, LEASE_TTL_MAX_SECS};
 use crate::mvcc::{Mvcc, Record, Revision};
@@ -46,6 +47,9 @@ pub struct StoreConfig {
     /// timeout: ceil(1.5 × election timeout) seconds, 2 s on defaults.
     pub lease_ttl_min_secs: i64,
     pub watch: WatchConfig,
+    /// Known bugs re-planted on purpose, all off by default.
+    #[serde(default)]
+    pub bugs: PlantedBugs,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +60,7 @@ impl Default for StoreConfig {
             quota_bytes: QUOTA_BYTES_DEFAULT,
             lease_ttl_min_secs: 2,
             watch: WatchConfig::default(),
+            bugs: PlantedBugs::default(),
         }
     }
 }
@@ -299,7 +304,7 @@ fn compare_holds(c: &Compare, kv: Option<&KeyValue>) -> bool {
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
-        let hub = WatchHub::new(config.watch.clone());
+        let hub = WatchHub::new(config.watch.clone(), config.bugs.clone());
         Store {
             config,
             mvcc: Mvcc::new(),
@@ -682,7 +687,8 @@ impl Store {
         if c.revision > self.current_revision() {
             return Err(EtcdError::FutureRevision);
         }
-        self.mvcc.compact(c.revision);
+        self.mvcc
+            .compact(c.revision, self.config.bugs.watch_compact_revision);
         Ok(CompactionResponse {
             header: header(self.current_revision()),
         })
@@ -981,7 +987,7 @@ impl Store {
                 keys: keys.remove(&l.id).unwrap_or_default(),
             })
             .collect();
-        let hub = WatchHub::new(config.watch.clone());
+        let hub = WatchHub::new(config.watch.clone(), config.bugs.clone());
         let store = Store {
             config,
             mvcc,
@@ -1000,7 +1006,9 @@ impl Store {
     pub fn install_image(&mut self, image: StoreImage) -> Result<(), ImageError> {
         let mut restored = Store::restore(self.config.clone(), image)?;
         std::mem::swap(&mut restored.hub, &mut self.hub);
-        restored.hub.rebase(restored.current_revision());
+        restored
+            .hub
+            .rebase(restored.current_revision(), restored.compact_revision());
         *self = restored;
         self.check_invariants();
         Ok(())

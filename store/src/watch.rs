@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{
     Event, EventType, ResponseHeader, WatchCreateRequest, WatchResponse, WATCH_ID_STREAM,
 };
+use crate::bugs::PlantedBugs;
 use crate::error::EtcdError;
 use crate::mvcc::{in_range, Mvcc};
 
@@ -59,6 +60,8 @@ struct Watcher {
     no_delete: bool,
     /// Whether anything was sent since the last progress tick.
     sent_since_tick: bool,
+    /// The planted duplicate-event bug fires once per watcher.
+    duplicated: bool,
 }
 
 impl Watcher {
@@ -89,6 +92,7 @@ pub struct WatchStats {
 #[derive(Debug, Clone, Default)]
 pub struct WatchHub {
     config: WatchConfig,
+    bugs: PlantedBugs,
     watchers: BTreeMap<(StreamId, i64), Watcher>,
     streams: BTreeMap<StreamId, Stream>,
     stats: WatchStats,
@@ -102,9 +106,10 @@ fn header(revision: i64) -> ResponseHeader {
 }
 
 impl WatchHub {
-    pub fn new(config: WatchConfig) -> Self {
+    pub fn new(config: WatchConfig, bugs: PlantedBugs) -> Self {
         WatchHub {
             config,
+            bugs,
             ..Default::default()
         }
     }
@@ -166,6 +171,7 @@ impl WatchHub {
             no_put: req.no_put,
             no_delete: req.no_delete,
             sent_since_tick: false,
+            duplicated: false,
         };
         self.watchers.insert((stream_id, watch_id), watcher);
         stream.outbox.push_back(WatchResponse {
@@ -275,6 +281,7 @@ impl WatchHub {
                 .into_iter()
                 .filter(|e| w.wants(e))
                 .collect();
+            let last_event = mine.last().map(|e| e.kv.mod_revision);
             if !mine.is_empty() {
                 let events = with_prev_kv(mine, w.prev_kv, mvcc);
                 self.stats.events_sent += events.len() as u64;
@@ -287,6 +294,13 @@ impl WatchHub {
                 w.sent_since_tick = true;
             }
             w.next_revision = to + 1;
+            if let (true, false, Some(last)) =
+                (self.bugs.watch_duplicate_event, w.duplicated, last_event)
+            {
+                // Planted etcd 17247: the next batch starts again at the last revision sent.
+                w.duplicated = true;
+                w.next_revision = last;
+            }
             w.synced = w.next_revision > current;
         }
         for key in canceled {
@@ -320,7 +334,9 @@ impl WatchHub {
     /// A client's progress request: answered now if every watcher of the stream is synced, else
     /// as soon as they are (at a later [`sync`](Self::sync)).
     pub fn request_progress(&mut self, stream_id: StreamId, current: i64) {
-        if self.all_synced(stream_id) {
+        // With the planted etcd 15220 bug the notification goes out at once, overtaking events
+        // that unsynced watchers of the stream have not been sent yet.
+        if self.all_synced(stream_id) || self.bugs.watch_progress_overtakes {
             self.push_stream_progress(stream_id, current);
         } else {
             self.streams.entry(stream_id).or_default().progress_pending = true;
@@ -351,8 +367,16 @@ impl WatchHub {
 
     /// After the store under the hub was replaced (a snapshot installed), every watcher whose
     /// next revision is now in the past catches up from the new log.
-    pub fn rebase(&mut self, current: i64) {
+    pub fn rebase(&mut self, current: i64, compact: i64) {
         for w in self.watchers.values_mut() {
+            if self.bugs.watch_snapshot_replay && w.next_revision <= current + 1 {
+                // Planted etcd 15271: watchers restart a few revisions back and replay events
+                // they already had.
+                let rewound = (w.next_revision - 5).max(1);
+                if rewound >= compact {
+                    w.next_revision = rewound;
+                }
+            }
             w.synced = w.next_revision > current;
         }
     }

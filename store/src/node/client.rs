@@ -336,6 +336,8 @@ pub struct WatchStats {
 struct OpenStream {
     id: u64,
     member: NodeId,
+    /// Set by a heartbeat that found the member no longer knows the stream.
+    lost: Arc<std::sync::atomic::AtomicBool>,
     rx: mpsc::UnboundedReceiver<WatchMessage>,
     next_seq: u64,
     early: BTreeMap<u64, WatchMessage>,
@@ -388,7 +390,9 @@ impl Watcher {
                 .insert(id, tx);
             let mut request = self.request.clone();
             if let Some(last) = self.last_revision {
-                request.start_revision = last + 1;
+                // Never earlier than asked for: a progress notification may speak of a revision
+                // before a watch's future start.
+                request.start_revision = (last + 1).max(self.request.start_revision);
             }
             let from = request.start_revision;
             let create = ClientRequest::WatchCreate {
@@ -402,11 +406,16 @@ impl Watcher {
                     self.stream = Some(OpenStream {
                         id,
                         member,
+                        lost: Arc::default(),
                         rx,
                         next_seq: 0,
                         early: BTreeMap::new(),
                         last_heard: now_at,
-                        last_progress_request: now_at,
+                        // The first progress request goes out at once (as an informer asks for
+                        // a bookmark right after it starts watching).
+                        last_progress_request: now_at
+                            .checked_sub(WATCH_HEARTBEAT)
+                            .unwrap_or(now_at),
                     });
                     return Some(from);
                 }
@@ -456,7 +465,8 @@ impl Watcher {
     }
 
     /// The next thing the watch has to say, or `None` once it is done (compacted, or no member
-    /// would take it).
+    /// would take it). Not cancel-safe while it resumes a stream: a caller that bounds it with a
+    /// timeout must allow a few attempt timeouts.
     pub async fn next(&mut self) -> Option<WatchEvent> {
         loop {
             if self.done {
@@ -480,7 +490,8 @@ impl Watcher {
                 continue;
             }
             let now_at = now();
-            if now_at.duration_since(stream.last_heard) >= WATCH_DEAD_AFTER {
+            let lost = stream.lost.load(Ordering::SeqCst);
+            if lost || now_at.duration_since(stream.last_heard) >= WATCH_DEAD_AFTER {
                 if let Some(event) = self.resume().await {
                     return Some(event);
                 }
@@ -489,18 +500,21 @@ impl Watcher {
             if now_at.duration_since(stream.last_progress_request) >= WATCH_HEARTBEAT {
                 stream.last_progress_request = now_at;
                 let client = self.client.clone();
-                let (member, id) = (stream.member, stream.id);
+                let (member, id, lost) = (stream.member, stream.id, stream.lost.clone());
                 madsim::task::spawn(async move {
                     let request = ClientRequest::WatchProgress { stream: id };
-                    client.attempt(member, &request, WATCH_HEARTBEAT).await;
+                    let reply = client.attempt(member, &request, WATCH_HEARTBEAT).await;
+                    if let Attempt::Reply(Err(ServerError::UnknownStream)) = reply {
+                        lost.store(true, Ordering::SeqCst);
+                    }
                 });
             }
             match madsim::time::timeout(WATCH_HEARTBEAT, stream.rx.recv()).await {
                 Ok(Some(message)) => {
-                    stream.last_heard = now();
                     if message.seq < stream.next_seq {
                         continue;
                     }
+                    stream.last_heard = now();
                     if message.seq > stream.next_seq {
                         // Overtaken: hold it until the gap fills, or the stream is declared dead.
                         stream.early.insert(message.seq, message);
@@ -536,6 +550,11 @@ impl Watcher {
             return None;
         }
         if r.created {
+            // A watch from "now" resumes after the revision it was created at, as etcd's
+            // client does, so that nothing committed meanwhile is skipped.
+            if self.request.start_revision == 0 && self.last_revision.is_none() {
+                self.last_revision = Some(r.header.revision);
+            }
             return None;
         }
         if r.events.is_empty() {

@@ -135,6 +135,10 @@ pub enum ServerError {
     /// Too many requests in flight on this member.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// A watch request named a stream this member does not have (it restarted, or the stream
+    /// was closed): the client must open a new stream.
+    #[error("etcdserver: unknown watch stream")]
+    UnknownStream,
 }
 
 impl ServerError {

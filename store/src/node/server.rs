@@ -60,47 +60,6 @@ pub struct NodeConfig {
     /// Requests a member holds in flight before refusing more.
     pub pending_max: usize,
     pub store: StoreConfig,
-    /// Known bugs re-planted on purpose, all off by default.
-    #[serde(default)]
-    pub bugs: PlantedBugs,
-}
-
-/// Bugs the node can re-introduce on purpose, so that a sweep can show it finds them. Each is a
-/// named switch, off by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlantedBugs {
-    /// Serve "linearizable" reads from the member's local applied state, without ReadIndex (the
-    /// classic Raft mistake): a partitioned or lagging member answers stale data.
-    #[serde(default)]
-    pub stale_reads: bool,
-}
-
-impl PlantedBugs {
-    /// The switches by name, for command lines and reports.
-    pub const NAMES: &'static [&'static str] = &["stale-reads"];
-
-    /// Turns on the switch called `name`; an unknown name is an error that lists the known ones.
-    pub fn enable(&mut self, name: &str) -> Result<(), String> {
-        match name {
-            "stale-reads" => self.stale_reads = true,
-            other => {
-                return Err(format!(
-                    "unknown planted bug {other:?}; known: {}",
-                    Self::NAMES.join(", ")
-                ))
-            }
-        }
-        Ok(())
-    }
-
-    /// The names of the switches that are on.
-    pub fn enabled(&self) -> Vec<&'static str> {
-        let mut on = Vec::new();
-        if self.stale_reads {
-            on.push("stale-reads");
-        }
-        on
-    }
 }
 
 impl NodeConfig {
@@ -118,7 +77,6 @@ impl NodeConfig {
             watch_progress_ms: 5_000,
             pending_max: 10_000,
             store: StoreConfig::default(),
-            bugs: PlantedBugs::default(),
         }
     }
 
@@ -206,6 +164,67 @@ impl Trace {
     }
 }
 
+/// Ground truth: what the cluster committed, revision by revision, as the members applied it.
+/// The first member to apply a revision records its events (with the kv each replaced); the
+/// others compare theirs and count any difference. Compactions are recorded by log index.
+#[derive(Debug, Clone, Default)]
+pub struct CommitLog {
+    inner: Arc<Mutex<CommitLogInner>>,
+}
+
+#[derive(Debug, Default)]
+struct CommitLogInner {
+    revisions: BTreeMap<i64, Vec<Event>>,
+    compactions: BTreeMap<u64, i64>,
+    mismatches: u64,
+}
+
+impl CommitLog {
+    fn record(&self, revision: i64, events: Vec<Event>) {
+        let mut inner = self.inner.lock().expect("commit log lock");
+        match inner.revisions.get(&revision) {
+            Some(known) if *known != events => inner.mismatches += 1,
+            Some(_) => {}
+            None => {
+                inner.revisions.insert(revision, events);
+            }
+        }
+    }
+
+    fn record_compaction(&self, index: u64, revision: i64) {
+        self.inner
+            .lock()
+            .expect("commit log lock")
+            .compactions
+            .insert(index, revision);
+    }
+
+    /// Every committed revision's events, in revision order.
+    pub fn revisions(&self) -> BTreeMap<i64, Vec<Event>> {
+        self.inner
+            .lock()
+            .expect("commit log lock")
+            .revisions
+            .clone()
+    }
+
+    /// Compact revisions in log order.
+    pub fn compactions(&self) -> Vec<i64> {
+        self.inner
+            .lock()
+            .expect("commit log lock")
+            .compactions
+            .values()
+            .copied()
+            .collect()
+    }
+
+    /// How often a member applied a revision differently from the first one.
+    pub fn mismatches(&self) -> u64 {
+        self.inner.lock().expect("commit log lock").mismatches
+    }
+}
+
 /// What a member reports about itself to the harness (read without the network).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeState {
@@ -243,7 +262,7 @@ struct Proposal {
     request: Request,
 }
 
-enum Event {
+enum Input {
     Peer(Message),
     Client(ClientEnvelope),
     Tick,
@@ -266,8 +285,11 @@ struct PendingRead {
     index: Option<u64>,
 }
 
+/// One client watch stream on this member. The member names it by its own id (the hub's stream
+/// id); the client's stream id is only unique per client.
 struct StreamState {
     client: SocketAddr,
+    client_stream: u64,
     next_seq: u64,
 }
 
@@ -278,6 +300,7 @@ pub struct NodeEnv<D: Disk> {
     pub clock: Clock,
     pub trace: Trace,
     pub probe: NodeProbe,
+    pub commits: CommitLog,
 }
 
 /// Runs a member until its node is killed. Recovers from disk first.
@@ -291,19 +314,19 @@ pub async fn run_node<D: Disk>(config: NodeConfig, env: NodeEnv<D>) -> std::io::
         tx.clone(),
         node.config.tick_ms,
         Some(tick_pending.clone()),
-        || Event::Tick,
+        || Input::Tick,
     );
     spawn_timer(tx.clone(), node.config.watch_sync_ms, None, || {
-        Event::WatchSync
+        Input::WatchSync
     });
     spawn_timer(tx, node.config.watch_progress_ms, None, || {
-        Event::WatchProgress
+        Input::WatchProgress
     });
     loop {
         let Some(event) = rx.recv().await else {
             return Ok(());
         };
-        if matches!(event, Event::Tick) {
+        if matches!(event, Input::Tick) {
             tick_pending.store(false, Ordering::SeqCst);
         }
         node.handle(event).await?;
@@ -311,13 +334,13 @@ pub async fn run_node<D: Disk>(config: NodeConfig, env: NodeEnv<D>) -> std::io::
     }
 }
 
-fn spawn_receivers(endpoint: Arc<Endpoint>, tx: mpsc::UnboundedSender<Event>) {
+fn spawn_receivers(endpoint: Arc<Endpoint>, tx: mpsc::UnboundedSender<Input>) {
     let ep = endpoint.clone();
     let peer_tx = tx.clone();
     madsim::task::spawn(async move {
         while let Ok((payload, _)) = ep.recv_from_raw(TAG_PEER).await {
             if let Ok(m) = payload.downcast::<PeerMessage>() {
-                if peer_tx.send(Event::Peer(m.msg)).is_err() {
+                if peer_tx.send(Input::Peer(m.msg)).is_err() {
                     return;
                 }
             }
@@ -326,7 +349,7 @@ fn spawn_receivers(endpoint: Arc<Endpoint>, tx: mpsc::UnboundedSender<Event>) {
     madsim::task::spawn(async move {
         while let Ok((payload, _)) = endpoint.recv_from_raw(TAG_REQUEST).await {
             if let Ok(envelope) = payload.downcast::<ClientEnvelope>() {
-                if tx.send(Event::Client(*envelope)).is_err() {
+                if tx.send(Input::Client(*envelope)).is_err() {
                     return;
                 }
             }
@@ -338,10 +361,10 @@ fn spawn_receivers(endpoint: Arc<Endpoint>, tx: mpsc::UnboundedSender<Event>) {
 /// is unprocessed, like Go's ticker: a node blocked on its disk does not wake up to a burst of
 /// ticks.
 fn spawn_timer(
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::UnboundedSender<Input>,
     period_ms: u64,
     pending: Option<Arc<AtomicBool>>,
-    make: fn() -> Event,
+    make: fn() -> Input,
 ) {
     madsim::task::spawn(async move {
         loop {
@@ -371,6 +394,9 @@ struct Node<D: Disk> {
     /// Lease revokes proposed for expiry and not yet applied.
     revoking: BTreeSet<LeaseId>,
     streams: BTreeMap<u64, StreamState>,
+    /// The member's stream id of each (client address, client stream id).
+    stream_ids: BTreeMap<(SocketAddr, u64), u64>,
+    next_stream: u64,
     role: StateRole,
     term: u64,
     last_snapshot_index: u64,
@@ -463,6 +489,8 @@ impl<D: Disk> Node<D> {
             pending_reads: BTreeMap::new(),
             revoking: BTreeSet::new(),
             streams: BTreeMap::new(),
+            stream_ids: BTreeMap::new(),
+            next_stream: 0,
             role: StateRole::Follower,
             term: 0,
             last_snapshot_index,
@@ -519,19 +547,19 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    async fn handle(&mut self, event: Event) -> std::io::Result<()> {
+    async fn handle(&mut self, event: Input) -> std::io::Result<()> {
         match event {
-            Event::Peer(msg) => {
+            Input::Peer(msg) => {
                 // A message from a member not in the configuration is ignored, as raft-rs would.
                 let _ = self.raw.step(msg);
             }
-            Event::Client(envelope) => self.handle_client(envelope).await,
-            Event::Tick => self.on_tick(),
-            Event::WatchSync => {
+            Input::Client(envelope) => self.handle_client(envelope).await,
+            Input::Tick => self.on_tick(),
+            Input::WatchSync => {
                 self.store.watch_sync();
                 self.flush_watches();
             }
-            Event::WatchProgress => {
+            Input::WatchProgress => {
                 self.store.watch_progress_tick();
                 self.flush_watches();
             }
@@ -633,7 +661,7 @@ impl<D: Disk> Node<D> {
         let is_leader = self.role == StateRole::Leader;
         match request {
             ClientRequest::Kv(Request::Range(r))
-                if r.serializable || self.config.bugs.stale_reads =>
+                if r.serializable || self.config.store.bugs.stale_reads =>
             {
                 // With the planted stale-reads bug, a linearizable read skips ReadIndex too.
                 let result = self
@@ -734,40 +762,60 @@ impl<D: Disk> Node<D> {
                 self.reply(reply_to, id, Ok(ClientResponse::Defragment));
             }
             ClientRequest::WatchCreate { stream, request } => {
-                self.streams.entry(stream).or_insert(StreamState {
-                    client: reply_to,
-                    next_seq: 0,
-                });
+                let stream = self.stream(reply_to, stream);
                 let result = self.store.watch_create(stream, &request);
-                self.reply(
-                    reply_to,
-                    id,
-                    result
-                        .map(|_| ClientResponse::WatchAck)
-                        .map_err(ServerError::Etcd),
-                );
+                let result = result
+                    .map(|_| ClientResponse::WatchAck)
+                    .map_err(ServerError::Etcd);
+                self.reply(reply_to, id, result);
                 self.flush_watches();
             }
             ClientRequest::WatchCancel { stream, watch_id } => {
-                self.store.watch_cancel(stream, watch_id);
+                if let Some(stream) = self.stream_ids.get(&(reply_to, stream)).copied() {
+                    self.store.watch_cancel(stream, watch_id);
+                }
                 self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
                 self.flush_watches();
             }
             ClientRequest::WatchProgress { stream } => {
-                self.streams.entry(stream).or_insert(StreamState {
-                    client: reply_to,
-                    next_seq: 0,
-                });
-                self.store.watch_request_progress(stream);
-                self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
-                self.flush_watches();
+                // Only a create opens a stream: a member that restarted must not answer for a
+                // stream it lost, or the client would never notice.
+                match self.stream_ids.get(&(reply_to, stream)).copied() {
+                    Some(stream) => {
+                        self.store.watch_request_progress(stream);
+                        self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
+                        self.flush_watches();
+                    }
+                    None => self.reply(reply_to, id, Err(ServerError::UnknownStream)),
+                }
             }
             ClientRequest::WatchClose { stream } => {
-                self.store.watch_close_stream(stream);
-                self.streams.remove(&stream);
+                if let Some(stream) = self.stream_ids.remove(&(reply_to, stream)) {
+                    self.store.watch_close_stream(stream);
+                    self.streams.remove(&stream);
+                }
                 self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
             }
         }
+    }
+
+    /// The member's id for a client's stream, opening the stream on first use.
+    fn stream(&mut self, client: SocketAddr, client_stream: u64) -> u64 {
+        if let Some(id) = self.stream_ids.get(&(client, client_stream)) {
+            return *id;
+        }
+        self.next_stream += 1;
+        let id = self.next_stream;
+        self.stream_ids.insert((client, client_stream), id);
+        self.streams.insert(
+            id,
+            StreamState {
+                client,
+                client_stream,
+                next_seq: 0,
+            },
+        );
+        id
     }
 
     /// Sends every waiting watch response, numbered per stream.
@@ -784,7 +832,7 @@ impl<D: Disk> Node<D> {
                 response.header.member_id = self.config.id;
                 response.header.raft_term = self.raw.raft.term;
                 let message = WatchMessage {
-                    stream,
+                    stream: state.client_stream,
                     seq: state.next_seq,
                     response,
                 };
@@ -916,9 +964,25 @@ impl<D: Disk> Node<D> {
                 Ok(p) => p,
                 Err(e) => panic!("entry {} does not decode: {e}", entry.index),
             };
+            let revision_before = self.store.current_revision();
             let Some(result) = self.store.apply(entry.index, &proposal.request, now_ms) else {
                 continue; // applied before the restart
             };
+            let revision = self.store.current_revision();
+            if revision > revision_before {
+                let events = self.store.mvcc().events(revision, revision, b"\0", b"\0");
+                let events = events
+                    .into_iter()
+                    .map(|mut e| {
+                        e.prev_kv = self.store.mvcc().prev_kv_of(&e);
+                        e
+                    })
+                    .collect();
+                self.env.commits.record(revision, events);
+            }
+            if let (Request::Compact(c), Ok(_)) = (&proposal.request, &result) {
+                self.env.commits.record_compaction(entry.index, c.revision);
+            }
             if let Request::LeaseRevoke(r) = &proposal.request {
                 self.revoking.remove(&r.id);
             }

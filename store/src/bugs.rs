@@ -1,0 +1,89 @@
+//! Known bugs the store can re-introduce on purpose, each behind a named switch that is off by
+//! default, so that a seed sweep can show the framework finds it and say which property broke.
+//! Each switch names the etcd issue (etcd-io/etcd) whose mistake it re-plants.
+
+use serde::{Deserialize, Serialize};
+
+/// The switches; all off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlantedBugs {
+    /// `stale-reads`: serve "linearizable" reads from the member's local applied state, without
+    /// ReadIndex (the classic Raft mistake): a partitioned or lagging member answers stale data.
+    pub stale_reads: bool,
+    /// `watch-snapshot-replay` (etcd 15271): a member that installs a snapshot restarts its
+    /// watchers from an older revision and replays events they already had.
+    pub watch_snapshot_replay: bool,
+    /// `watch-compact-revision` (etcd 18089): compaction drops the tombstones at the compact
+    /// revision, so a watch opened there misses the delete at exactly that revision.
+    pub watch_compact_revision: bool,
+    /// `watch-progress-overtakes` (etcd 15220): a requested progress notification is sent at once,
+    /// even while watchers of the stream still have events to catch up on.
+    pub watch_progress_overtakes: bool,
+    /// `watch-duplicate-event` (etcd 17247): a watcher catching up resends the last revision of
+    /// a batch at the start of the next one.
+    pub watch_duplicate_event: bool,
+}
+
+impl PlantedBugs {
+    /// Every switch by name, for command lines and reports.
+    pub const NAMES: &'static [&'static str] = &[
+        "stale-reads",
+        "watch-snapshot-replay",
+        "watch-compact-revision",
+        "watch-progress-overtakes",
+        "watch-duplicate-event",
+    ];
+
+    fn switch(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "stale-reads" => &mut self.stale_reads,
+            "watch-snapshot-replay" => &mut self.watch_snapshot_replay,
+            "watch-compact-revision" => &mut self.watch_compact_revision,
+            "watch-progress-overtakes" => &mut self.watch_progress_overtakes,
+            "watch-duplicate-event" => &mut self.watch_duplicate_event,
+            _ => return None,
+        })
+    }
+
+    /// Turns on the switch called `name`; an unknown name is an error that lists the known ones.
+    pub fn enable(&mut self, name: &str) -> Result<(), String> {
+        match self.switch(name) {
+            Some(on) => {
+                *on = true;
+                Ok(())
+            }
+            None => Err(format!(
+                "unknown planted bug {name:?}; known: {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+
+    /// The names of the switches that are on.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        let mut copy = self.clone();
+        Self::NAMES
+            .iter()
+            .copied()
+            .filter(|name| copy.switch(name).is_some_and(|on| *on))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_are_named_and_unknown_names_refused() {
+        let mut bugs = PlantedBugs::default();
+        assert!(bugs.enabled().is_empty());
+        for name in PlantedBugs::NAMES {
+            bugs.enable(name).unwrap();
+        }
+        assert_eq!(bugs.enabled(), PlantedBugs::NAMES);
+        let error = bugs.enable("nope").unwrap_err();
+        assert!(error.contains("known: stale-reads"), "{error}");
+    }
+}
