@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use faultline_checkers::history::{History, Outcome};
+use faultline_checkers::watch::{WatchHistory, WatchItem};
 
 use crate::run::{RunConfig, SimOutput};
 
@@ -144,8 +145,100 @@ fn linearizability(history: &History, options: &CheckOptions) -> CheckerResult {
     }
 }
 
-/// Checks a history from a file: only what the history itself can tell.
-pub fn check_history(history: &History, options: &CheckOptions) -> RunVerdict {
+/// Totals over a run's watches: (watches, events, resumes, compaction cancels, progress).
+fn watch_totals(history: &WatchHistory) -> (usize, usize, usize, usize, usize) {
+    let mut totals = (history.watches.len(), 0, 0, 0, 0);
+    for w in &history.watches {
+        for item in &w.items {
+            match item {
+                WatchItem::Events { events, .. } => totals.1 += events.len(),
+                WatchItem::Resumed { .. } => totals.2 += 1,
+                WatchItem::Compacted { .. } => totals.3 += 1,
+                WatchItem::Progress { .. } => totals.4 += 1,
+            }
+        }
+    }
+    totals
+}
+
+/// Every watch guarantee, judged against the run's ground truth.
+fn watches(output: &SimOutput) -> CheckerResult {
+    let report = faultline_checkers::watch::check(&output.watches, &output.committed);
+    let (watches, events, resumes, cancels, progress) = watch_totals(&output.watches);
+    let summary = format!(
+        "{watches} watches: {events} events, {resumes} resumes, {cancels} compaction cancels, {progress} progress notifications"
+    );
+    let status = if report.passed() {
+        Status::Pass
+    } else {
+        Status::Violation(report.render())
+    };
+    CheckerResult {
+        checker: "watch",
+        status,
+        summary,
+    }
+}
+
+/// The black-box reconstruction of the committed history (from the client history and the watch
+/// streams alone) must agree with the ground truth wherever it knows a revision.
+fn reconstruction(output: &SimOutput) -> CheckerResult {
+    let truth = &output.committed;
+    let (status, summary) =
+        match faultline_checkers::watch::reconstruct(&output.history, &output.watches) {
+            Err(e) => (
+                Status::Violation(e.to_string()),
+                "the streams contradict each other".to_string(),
+            ),
+            Ok(rebuilt) => {
+                let disagreements: Vec<String> = rebuilt
+                    .revisions
+                    .iter()
+                    .filter(|(rev, events)| {
+                        truth.revisions.get(rev).is_some_and(|t| t != *events)
+                            || !truth.revisions.contains_key(rev)
+                    })
+                    .take(5)
+                    .map(|(rev, events)| {
+                        format!(
+                            "revision {rev}: reconstructed {events:?}, committed {:?}",
+                            truth.revisions.get(rev)
+                        )
+                    })
+                    .collect();
+                let summary = format!(
+                    "{} of {} committed revisions reconstructed from clients and watchers",
+                    rebuilt.revisions.len(),
+                    truth.revisions.len()
+                );
+                if disagreements.is_empty() && output.commit_mismatches == 0 {
+                    (Status::Pass, summary)
+                } else {
+                    let mut text = disagreements.join("\n");
+                    if output.commit_mismatches > 0 {
+                        text.push_str(&format!(
+                            "\nmembers applied {} revisions differently",
+                            output.commit_mismatches
+                        ));
+                    }
+                    (Status::Violation(text), summary)
+                }
+            }
+        };
+    CheckerResult {
+        checker: "watch ground truth",
+        status,
+        summary,
+    }
+}
+
+/// Checks a history from files: the client history, and the watch streams if given (judged
+/// against the committed history reconstructed from both).
+pub fn check_history(
+    history: &History,
+    watches: Option<&WatchHistory>,
+    options: &CheckOptions,
+) -> RunVerdict {
     let mut verdict = RunVerdict::default();
     let (ok, failed, unknown) = count(history);
     verdict.header.push(format!(
@@ -153,6 +246,27 @@ pub fn check_history(history: &History, options: &CheckOptions) -> RunVerdict {
         history.operations.len()
     ));
     verdict.push(linearizability(history, options));
+    if let Some(watches) = watches {
+        let result = match faultline_checkers::watch::reconstruct(history, watches) {
+            Err(e) => CheckerResult {
+                checker: "watch",
+                status: Status::Violation(e.to_string()),
+                summary: "the watch streams contradict each other or the client history".into(),
+            },
+            Ok(committed) => {
+                let report = faultline_checkers::watch::check(watches, &committed);
+                let (n, events, resumes, cancels, progress) = watch_totals(watches);
+                CheckerResult {
+                    checker: "watch",
+                    status: if report.passed() { Status::Pass } else { Status::Violation(report.render()) },
+                    summary: format!(
+                        "{n} watches: {events} events, {resumes} resumes, {cancels} compaction cancels, {progress} progress notifications (reconstructed history)"
+                    ),
+                }
+            }
+        };
+        verdict.push(result);
+    }
     verdict
 }
 
@@ -174,6 +288,8 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         ));
     }
     verdict.push(linearizability(&output.history, options));
+    verdict.push(watches(output));
+    verdict.push(reconstruction(output));
     let first = output.replicas.first().map(|(_, rev, hash)| (*rev, *hash));
     let diverged: Vec<String> = output
         .replicas

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use faultline::check::{check_history, CheckOptions, RunVerdict};
+use faultline::check::{check_history, CheckOptions};
 use faultline::run::{simulate_run, write_artifacts, RunConfig};
 use faultline_checkers::history::History;
-use faultline_store::node::server::PlantedBugs;
+use faultline_checkers::watch::WatchHistory;
+use faultline_store::PlantedBugs;
+use faultline_workloads::traffic::OpMix;
 use faultline_workloads::{FaultProfile, WorkloadConfig, WorkloadKind};
 
 /// Prints a line to stdout; a closed pipe (`faultline run | head`) is not an error.
@@ -43,6 +45,10 @@ enum Command {
         /// The checker's wall-time budget, e.g. 60s.
         #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
         timeout: u64,
+        /// A watch history (JSON Lines, format faultline-watches version 1) to judge too, against
+        /// the committed history reconstructed from both files.
+        #[arg(long)]
+        watches: Option<PathBuf>,
     },
 }
 
@@ -72,7 +78,23 @@ struct RunArgs {
     /// Keys in the pool.
     #[arg(long, default_value_t = 10)]
     keys: u32,
-    /// A planted bug to switch on (repeatable): stale-reads.
+    /// Watchers opening watches around the current revision (besides the informer and one
+    /// follower per member).
+    #[arg(long, default_value_t = 2)]
+    watchers: u32,
+    /// Operation weights of the etcd-kv traffic that differ from the defaults, e.g.
+    /// put=20,delete=20 (get, list, stale_get, put, delete, multi_txn, cas, lease_put,
+    /// lease_revoke).
+    #[arg(long, value_parser = OpMix::parse)]
+    mix: Option<OpMix>,
+    /// How often the compaction client compacts (0 turns it off).
+    #[arg(long, default_value = "3s", value_parser = parse_duration_ms)]
+    compact_every: u64,
+    /// Applied entries between snapshots.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_entries: u64,
+    /// A planted bug to switch on (repeatable): stale-reads, watch-snapshot-replay,
+    /// watch-compact-revision, watch-progress-overtakes, watch-duplicate-event.
     #[arg(long = "bug")]
     bugs: Vec<String>,
     /// Where to write the history, schedule, trace and report.
@@ -113,7 +135,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Check { file, timeout } => check(file, timeout),
+        Command::Check {
+            file,
+            timeout,
+            watches,
+        } => check(file, timeout, watches),
     }
 }
 
@@ -134,8 +160,12 @@ fn run(args: RunArgs) -> ExitCode {
             clients: args.clients,
             rate_per_client: args.rate,
             keys: args.keys,
+            watchers: args.watchers,
+            mix: args.mix.unwrap_or_default(),
+            compact_every_ms: args.compact_every,
             ..WorkloadConfig::default()
         },
+        snapshot_entries: args.snapshot_entries,
         faults: args.faults,
         bugs,
         check_timeout_ms: args.check_timeout,
@@ -182,30 +212,37 @@ fn run(args: RunArgs) -> ExitCode {
     ExitCode::from(verdict.exit_code())
 }
 
-fn check(file: PathBuf, timeout_ms: u64) -> ExitCode {
-    let reader = match std::fs::File::open(&file) {
-        Ok(f) => std::io::BufReader::new(f),
-        Err(e) => {
+fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>) -> ExitCode {
+    fn open(file: &PathBuf) -> Result<std::io::BufReader<std::fs::File>, ExitCode> {
+        std::fs::File::open(file)
+            .map(std::io::BufReader::new)
+            .map_err(|e| {
+                eprintln!("faultline: {}: {e}", file.display());
+                ExitCode::from(2)
+            })
+    }
+    let history = match open(&file).map(History::read_from) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
             eprintln!("faultline: {}: {e}", file.display());
             return ExitCode::from(2);
         }
+        Err(code) => return code,
     };
-    let history = match History::read_from(reader) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("faultline: {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+    let watches = match watches {
+        None => None,
+        Some(path) => match open(&path).map(WatchHistory::read_from) {
+            Ok(Ok(w)) => Some(w),
+            Ok(Err(e)) => {
+                eprintln!("faultline: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            Err(code) => return code,
+        },
     };
-    let verdict = check_history(&history, &CheckOptions { timeout_ms });
+    let verdict = check_history(&history, watches.as_ref(), &CheckOptions { timeout_ms });
     say!("{}", verdict.render());
-    ExitCode::from(match verdict {
-        RunVerdict {
-            safety_violations, ..
-        } if safety_violations > 0 => 1,
-        RunVerdict { unknown, .. } if unknown > 0 => 5,
-        _ => 0,
-    })
+    ExitCode::from(verdict.exit_code())
 }
 
 #[cfg(test)]

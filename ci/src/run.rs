@@ -10,14 +10,23 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use faultline_checkers::history::History;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use faultline_checkers::history::{History, Outcome as HistoryOutcome, Request as HistoryRequest};
+use faultline_checkers::watch::{CommittedEvent, CommittedHistory, WatchHistory};
 use faultline_sim::{simulate, Cluster, ClusterConfig};
-use faultline_store::node::client::Outcome;
 use faultline_store::node::protocol::NodeId;
-use faultline_store::node::server::PlantedBugs;
 use faultline_store::node::time::now;
+use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client};
-use faultline_workloads::{FaultProfile, Recorder, Schedule, WorkloadConfig, WorkloadKind};
+use faultline_workloads::watching::{
+    list_then_watch, member_follower, random_watcher, watch_event,
+};
+use faultline_workloads::{
+    FaultProfile, Recorder, Schedule, WatchRecorder, WorkloadConfig, WorkloadKind,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything that determines a run; printed and saved with it.
@@ -34,6 +43,8 @@ pub struct RunConfig {
     pub liveness_timeout_ms: u64,
     /// The checker's budget (wall time).
     pub check_timeout_ms: u64,
+    /// Applied entries between a member's snapshots (the log keeps half as many behind one).
+    pub snapshot_entries: u64,
 }
 
 impl Default for RunConfig {
@@ -47,6 +58,7 @@ impl Default for RunConfig {
             bugs: PlantedBugs::default(),
             liveness_timeout_ms: 30_000,
             check_timeout_ms: 60_000,
+            snapshot_entries: 1_000,
         }
     }
 }
@@ -75,6 +87,12 @@ impl RunConfig {
                 self.workload.rate_per_client
             ));
         }
+        if self.snapshot_entries < 10 || self.snapshot_entries > 10_000_000 {
+            return Err(format!(
+                "--snapshot-entries must be 10 to 10000000 (got {})",
+                self.snapshot_entries
+            ));
+        }
         if self.workload.keys == 0 || self.workload.keys > 100_000 {
             return Err(format!(
                 "--keys must be 1 to 100000 (got {})",
@@ -97,6 +115,22 @@ impl RunConfig {
             self.workload.rate_per_client,
             self.workload.keys,
         );
+        let mix = self.workload.mix.diff_from_default();
+        if !mix.is_empty() {
+            cmd.push_str(&format!(" --mix {mix}"));
+        }
+        if self.workload.compact_every_ms != WorkloadConfig::default().compact_every_ms {
+            cmd.push_str(&format!(
+                " --compact-every {}ms",
+                self.workload.compact_every_ms
+            ));
+        }
+        if self.snapshot_entries != RunConfig::default().snapshot_entries {
+            cmd.push_str(&format!(" --snapshot-entries {}", self.snapshot_entries));
+        }
+        if self.workload.watchers != WorkloadConfig::default().watchers {
+            cmd.push_str(&format!(" --watchers {}", self.workload.watchers));
+        }
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
         }
@@ -108,6 +142,12 @@ impl RunConfig {
 #[derive(Debug, Clone)]
 pub struct SimOutput {
     pub history: History,
+    /// What every watcher was sent.
+    pub watches: WatchHistory,
+    /// Ground truth: what the members committed, revision by revision.
+    pub committed: CommittedHistory,
+    /// Revisions a member applied differently from the first member that applied them.
+    pub commit_mismatches: u64,
     pub schedule: Schedule,
     pub trace: Vec<String>,
     pub trace_hash: u64,
@@ -136,7 +176,9 @@ pub fn simulate_run(config: &RunConfig) -> Result<SimOutput, String> {
 
 async fn run_in_simulation(config: RunConfig) -> SimOutput {
     let mut cluster_config = ClusterConfig::new(config.nodes);
-    cluster_config.node.bugs = config.bugs.clone();
+    cluster_config.node.store.bugs = config.bugs.clone();
+    cluster_config.node.snapshot_entries = config.snapshot_entries;
+    cluster_config.node.catchup_entries = config.snapshot_entries / 2;
     let mut cluster = Cluster::start(cluster_config);
     let start = now();
     let recorder = Recorder::new(start);
@@ -157,6 +199,57 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
                         kubernetes_client(client, recorder, workload, c + 1, seed, until).await
                     }
                 }
+            }),
+        );
+    }
+    // Watchers: around the current revision, one informer (list then watch), one per member.
+    let watch_recorder = WatchRecorder::new(start);
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    let mut client_id = config.workload.clients as u64 + 1;
+    for _ in 0..config.workload.watchers {
+        client_id += 1;
+        let (kv, w, seed, id) = (
+            recorder.clone(),
+            watch_recorder.clone(),
+            config.seed,
+            client_id,
+        );
+        let (prefix, keys) = (
+            config.workload.kind.key_prefix().to_string(),
+            config.workload.keys,
+        );
+        let client_config = cluster.client_config();
+        watchers.push(
+            cluster.spawn_client(client_config, move |client| async move {
+                random_watcher(client, w, kv, prefix, keys, id, seed, until).await
+            }),
+        );
+    }
+    {
+        client_id += 1;
+        let (kv, w, id, stop) = (
+            recorder.clone(),
+            watch_recorder.clone(),
+            client_id,
+            stop_watching.clone(),
+        );
+        let prefix = config.workload.kind.prefix().to_string();
+        let client_config = cluster.client_config();
+        watchers.push(
+            cluster.spawn_client(client_config, move |client| async move {
+                list_then_watch(client, w, kv, prefix, id, stop).await
+            }),
+        );
+    }
+    for member in &members {
+        client_id += 1;
+        let (w, id, stop) = (watch_recorder.clone(), client_id, stop_watching.clone());
+        let mut client_config = cluster.client_config();
+        client_config.members = vec![*member];
+        watchers.push(
+            cluster.spawn_client(client_config, move |client| async move {
+                member_follower(client, w, id, stop).await
             }),
         );
     }
@@ -194,8 +287,12 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     cluster.heal_all();
     let healed = now();
     let bound = Duration::from_millis(config.liveness_timeout_ms);
+    // Its operations are recorded like every other: they change the revision other reads see.
+    let liveness_recorder = recorder.clone();
+    let liveness_client = client_id + 1;
     let liveness = cluster
         .with_client(move |client| async move {
+            let mut attempt = 0u64;
             loop {
                 if now().duration_since(healed) > bound {
                     return Err(format!(
@@ -203,8 +300,23 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
                         bound.as_millis()
                     ));
                 }
-                if client.put(b"liveness", b"ok").await.is_ok() {
-                    if let Outcome::Ok(_) = client.get(b"liveness").await {
+                attempt += 1;
+                let put = HistoryRequest::Put {
+                    key: "liveness".into(),
+                    value: format!("ok-{attempt}"),
+                    lease: 0,
+                };
+                let get = HistoryRequest::Get {
+                    key: "liveness".into(),
+                    range_end: None,
+                    revision: 0,
+                    limit: 0,
+                    keys_only: false,
+                    serializable: false,
+                };
+                let r = &liveness_recorder;
+                if let HistoryOutcome::Ok { .. } = r.call(&client, liveness_client, put).await {
+                    if let HistoryOutcome::Ok { .. } = r.call(&client, liveness_client, get).await {
                         return Ok(now().duration_since(healed));
                     }
                 }
@@ -220,6 +332,12 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
             .await;
     }
     madsim::time::sleep(Duration::from_millis(300)).await;
+    // Give watchers time to deliver everything committed, then stop them.
+    madsim::time::sleep(Duration::from_secs(3)).await;
+    stop_watching.store(true, Ordering::SeqCst);
+    for watcher in watchers {
+        let _ = watcher.await;
+    }
     let replicas = members
         .iter()
         .map(|m| {
@@ -236,8 +354,41 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
         .meta
         .insert("workload".into(), config.workload.kind.name().into());
     history.meta.insert("command".into(), config.command());
+    let commits = cluster.commits();
+    let revisions: BTreeMap<i64, Vec<CommittedEvent>> = commits
+        .revisions()
+        .into_iter()
+        .map(|(rev, events)| {
+            let events = events
+                .iter()
+                .map(|e| {
+                    let w = watch_event(e);
+                    CommittedEvent {
+                        kind: w.kind,
+                        kv: w.kv,
+                        prev_kv: w.prev_kv,
+                    }
+                })
+                .collect();
+            (rev, events)
+        })
+        .collect();
+    let final_revision = revisions.keys().next_back().copied().unwrap_or(1);
+    let committed = CommittedHistory {
+        revisions,
+        compactions: commits.compactions(),
+        final_revision,
+    };
+    let mut watches = WatchHistory {
+        watches: watch_recorder.records(),
+        ..WatchHistory::default()
+    };
+    watches.meta = history.meta.clone();
     SimOutput {
         history,
+        watches,
+        committed,
+        commit_mismatches: commits.mismatches(),
         schedule,
         trace: cluster.trace().recent(),
         trace_hash: cluster.trace().hash(),
@@ -268,6 +419,11 @@ pub fn write_artifacts(
         serde_json::to_string_pretty(&output.schedule).expect("schedules serialise"),
     )?;
     written.push(schedule);
+    let watches = dir.join("watches.jsonl");
+    output
+        .watches
+        .write_to(std::io::BufWriter::new(std::fs::File::create(&watches)?))?;
+    written.push(watches);
     let trace = dir.join("trace.txt");
     std::fs::write(&trace, output.trace.join("\n") + "\n")?;
     written.push(trace);

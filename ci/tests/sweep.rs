@@ -5,7 +5,7 @@
 
 use faultline::check::{judge_run, CheckOptions, RunVerdict};
 use faultline::run::{simulate_run, RunConfig};
-use faultline_store::node::server::PlantedBugs;
+use faultline_store::PlantedBugs;
 use faultline_workloads::{FaultProfile, WorkloadConfig};
 
 fn seeds(default_count: u64) -> Vec<u64> {
@@ -83,7 +83,10 @@ const STALE_READ_SEEDS: u64 = 10;
 
 #[test]
 fn the_planted_stale_read_bug_is_found_by_a_sweep_and_the_same_seeds_pass_without_it() {
-    let bugs = PlantedBugs { stale_reads: true };
+    let bugs = PlantedBugs {
+        stale_reads: true,
+        ..PlantedBugs::default()
+    };
     let mut found = None;
     for seed in seeds(STALE_READ_SEEDS) {
         let verdict = judge(&config(seed, bugs.clone()));

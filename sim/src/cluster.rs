@@ -13,7 +13,7 @@ use std::time::Duration;
 use faultline_store::node::client::{Client, ClientConfig};
 use faultline_store::node::protocol::{member_ip, NodeId};
 use faultline_store::node::server::{
-    run_node, Clock, NodeConfig, NodeEnv, NodeProbe, NodeState, Trace,
+    run_node, Clock, CommitLog, NodeConfig, NodeEnv, NodeProbe, NodeState, Trace,
 };
 use faultline_store::node::time::{now, Instant};
 use madsim::net::NetSim;
@@ -81,6 +81,7 @@ pub struct Cluster {
     /// Links cut (one-way, member to member), so that `Heal` restores exactly them.
     cut_links: BTreeSet<(NodeId, NodeId)>,
     trace: Trace,
+    commits: CommitLog,
     started: Instant,
     clients: u32,
     faults: Vec<(Duration, Fault)>,
@@ -96,6 +97,7 @@ impl Cluster {
         let runtime = Handle::current();
         let started = now();
         let trace = Trace::default();
+        let commits = CommitLog::default();
         let peers = config.member_ids();
         let mut members = BTreeMap::new();
         for id in peers.clone() {
@@ -107,6 +109,7 @@ impl Cluster {
                 clock: Clock::new(started),
                 trace: trace.clone(),
                 probe: NodeProbe::default(),
+                commits: commits.clone(),
             };
             let init_env = env.clone();
             let handle = runtime
@@ -140,6 +143,7 @@ impl Cluster {
             members,
             cut_links: BTreeSet::new(),
             trace,
+            commits,
             started,
             clients: 0,
             faults: Vec::new(),
@@ -152,6 +156,11 @@ impl Cluster {
 
     pub fn trace(&self) -> &Trace {
         &self.trace
+    }
+
+    /// Ground truth: what the members committed, revision by revision.
+    pub fn commits(&self) -> &CommitLog {
+        &self.commits
     }
 
     pub fn member_ids(&self) -> Vec<NodeId> {

@@ -7,7 +7,9 @@
 pub mod nemesis;
 pub mod record;
 pub mod traffic;
+pub mod watching;
 
 pub use nemesis::{FaultProfile, Schedule, TimedFault};
 pub use record::Recorder;
 pub use traffic::{WorkloadConfig, WorkloadKind};
+pub use watching::WatchRecorder;

@@ -46,6 +46,22 @@ impl WorkloadKind {
             WorkloadKind::Kubernetes => "kubernetes",
         }
     }
+
+    /// The prefix every key of this traffic starts with (what list-then-watch follows).
+    pub fn prefix(&self) -> &'static str {
+        match self {
+            WorkloadKind::EtcdKv => "key/",
+            WorkloadKind::Kubernetes => "/registry/pods/",
+        }
+    }
+
+    /// The prefix of the keys a watcher picks one of (`<prefix>NNN`).
+    pub fn key_prefix(&self) -> &'static str {
+        match self {
+            WorkloadKind::EtcdKv => "key/",
+            WorkloadKind::Kubernetes => "/registry/pods/default/pod-",
+        }
+    }
 }
 
 /// The relative weights of etcd-kv operations.
@@ -60,6 +76,79 @@ pub struct OpMix {
     pub cas: u32,
     pub lease_put: u32,
     pub lease_revoke: u32,
+}
+
+impl OpMix {
+    const NAMES: [&'static str; 9] = [
+        "get",
+        "list",
+        "stale_get",
+        "put",
+        "delete",
+        "multi_txn",
+        "cas",
+        "lease_put",
+        "lease_revoke",
+    ];
+
+    fn weights_mut(&mut self) -> [&mut u32; 9] {
+        [
+            &mut self.get,
+            &mut self.list,
+            &mut self.stale_get,
+            &mut self.put,
+            &mut self.delete,
+            &mut self.multi_txn,
+            &mut self.cas,
+            &mut self.lease_put,
+            &mut self.lease_revoke,
+        ]
+    }
+
+    /// Parses `put=20,delete=20`: the named weights change, the others keep their defaults.
+    pub fn parse(text: &str) -> Result<OpMix, String> {
+        let mut mix = OpMix::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part.split_once('=').ok_or_else(|| {
+                format!(
+                    "{part:?} is not name=weight (names: {})",
+                    Self::NAMES.join(", ")
+                )
+            })?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {weight:?} of {name:?} is not a whole number"))?;
+            let i = Self::NAMES
+                .iter()
+                .position(|n| *n == name.trim())
+                .ok_or_else(|| {
+                    format!(
+                        "unknown operation {name:?} (names: {})",
+                        Self::NAMES.join(", ")
+                    )
+                })?;
+            *mix.weights_mut()[i] = weight;
+        }
+        if mix.clone().weights_mut().iter().all(|w| **w == 0) {
+            return Err("every weight of the mix is 0".to_string());
+        }
+        Ok(mix)
+    }
+
+    /// The mix as `parse` reads it, only the weights that differ from the defaults.
+    pub fn diff_from_default(&self) -> String {
+        let mut this = self.clone();
+        let mut default = OpMix::default();
+        let (a, b) = (this.weights_mut(), default.weights_mut());
+        Self::NAMES
+            .iter()
+            .zip(a.iter().zip(b.iter()))
+            .filter(|(_, (x, y))| ***x != ***y)
+            .map(|(name, (x, _))| format!("{name}={}", **x))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl Default for OpMix {
@@ -93,6 +182,10 @@ pub struct WorkloadConfig {
     pub compact_every_ms: u64,
     /// Lease TTL in seconds: above the run's length, since the checker does not model expiry.
     pub lease_ttl_secs: i64,
+    /// Watchers that open watches around the current revision (besides one list-then-watch
+    /// informer and one follower per member).
+    #[serde(default)]
+    pub watchers: u32,
 }
 
 impl Default for WorkloadConfig {
@@ -105,6 +198,7 @@ impl Default for WorkloadConfig {
             mix: OpMix::default(),
             compact_every_ms: 3_000,
             lease_ttl_secs: 3_600,
+            watchers: 2,
         }
     }
 }

@@ -1,0 +1,124 @@
+//! Each planted watch bug is found by a seed sweep, the report names the watch property it
+//! breaks, and the same seeds pass with the switch off. `FAULTLINE_SEED=N` replays one seed;
+//! `FAULTLINE_SWEEP_SEEDS=N` sets how many seeds the sweep of the correct store runs (default 60).
+
+use faultline::check::{judge_run, CheckOptions, RunVerdict};
+use faultline::run::{simulate_run, RunConfig};
+use faultline_store::PlantedBugs;
+use faultline_workloads::traffic::OpMix;
+use faultline_workloads::{FaultProfile, WorkloadConfig};
+
+/// A watch-heavy run: half the writes are deletes, compaction every second, three random
+/// watchers, small snapshots so that partitioned members catch up by installing one.
+fn config(seed: u64, bugs: PlantedBugs) -> RunConfig {
+    RunConfig {
+        seed,
+        duration_ms: 8_000,
+        faults: FaultProfile::Default,
+        snapshot_entries: 100,
+        workload: WorkloadConfig {
+            clients: 6,
+            watchers: 3,
+            compact_every_ms: 1_000,
+            mix: OpMix {
+                put: 20,
+                delete: 20,
+                ..OpMix::default()
+            },
+            ..WorkloadConfig::default()
+        },
+        bugs,
+        ..RunConfig::default()
+    }
+}
+
+fn judge(config: &RunConfig) -> RunVerdict {
+    let output = simulate_run(config).unwrap_or_else(|panic| {
+        panic!(
+            "seed {} crashed: {panic}\nreplay: cargo run --release -p faultline -- {}",
+            config.seed,
+            config.command().trim_start_matches("faultline ")
+        )
+    });
+    judge_run(config, &output, &CheckOptions { timeout_ms: 30_000 })
+}
+
+fn seeds(count: u64) -> Vec<u64> {
+    match std::env::var("FAULTLINE_SEED") {
+        Ok(seed) => vec![seed.trim().parse().expect("FAULTLINE_SEED is a number")],
+        Err(_) => (1..=count).collect(),
+    }
+}
+
+/// Sweeps `max_seeds` seeds with `bug` on until the watch checker reports `property`; then runs
+/// the same seeds with the bug off, which must pass. Returns the seed that found it.
+fn found_within(bug: &str, property: &str, max_seeds: u64) -> u64 {
+    let mut bugs = PlantedBugs::default();
+    bugs.enable(bug).expect("a known bug");
+    let mut found = None;
+    for seed in seeds(max_seeds) {
+        let verdict = judge(&config(seed, bugs.clone()));
+        let report = verdict.render();
+        if verdict.safety_violations > 0 {
+            // The watch report lists each property on a line of its own: it must say FAIL.
+            let named = report
+                .lines()
+                .any(|l| l.trim_start().starts_with(property) && l.contains("FAIL"));
+            assert!(
+                named,
+                "seed {seed} with {bug} failed, but not on {property}:\n{report}"
+            );
+            found = Some(seed);
+            break;
+        }
+    }
+    let seed = found.unwrap_or_else(|| panic!("{bug} was not found within {max_seeds} seeds"));
+    println!("{bug}: found at seed {seed}, property {property}");
+    for clean in 1..=seed {
+        let verdict = judge(&config(clean, PlantedBugs::default()));
+        assert!(
+            verdict.passed(),
+            "seed {clean} fails without {bug}:\n{}",
+            verdict.render()
+        );
+    }
+    seed
+}
+
+#[test]
+fn watch_duplicate_event_etcd_17247_is_found_as_a_unique_violation() {
+    found_within("watch-duplicate-event", "unique", 20);
+}
+
+#[test]
+fn watch_progress_overtakes_events_etcd_15220_is_found_as_a_bookmarkable_violation() {
+    found_within("watch-progress-overtakes", "bookmarkable", 20);
+}
+
+#[test]
+fn watch_compact_revision_etcd_18089_is_found_as_a_resumable_violation() {
+    found_within("watch-compact-revision", "resumable", 40);
+}
+
+#[test]
+fn watch_snapshot_replay_etcd_15271_is_found_as_an_ordered_violation() {
+    found_within("watch-snapshot-replay", "ordered", 40);
+}
+
+#[test]
+fn watch_heavy_runs_of_the_correct_store_pass_every_watch_check() {
+    let count = std::env::var("FAULTLINE_SWEEP_SEEDS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(60);
+    for seed in seeds(count) {
+        let config = config(seed, PlantedBugs::default());
+        let verdict = judge(&config);
+        assert!(
+            verdict.passed(),
+            "seed {seed} failed:\n{}\nreplay: cargo run --release -p faultline -- {}",
+            verdict.render(),
+            config.command().trim_start_matches("faultline ")
+        );
+    }
+}

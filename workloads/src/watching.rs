@@ -1,0 +1,395 @@
+//! Watch traffic: watchers that start around the current revision (compacted, current, future),
+//! Kubernetes' list-then-watch, and one watcher per member that follows everything to the end.
+//! Every watcher records what it was sent, in the watch history format of `faultline-checkers`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline_checkers::history::{Kv, Outcome, Request, Response};
+use faultline_checkers::watch::{EventKind, WatchEvent, WatchItem, WatchRecord};
+use faultline_store::api;
+use faultline_store::node::client::{self, Client};
+use faultline_store::node::time::{now, Instant};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::record::Recorder;
+use crate::traffic::client_seed;
+
+/// The watches of a run, as they ended.
+#[derive(Debug, Clone)]
+pub struct WatchRecorder {
+    start: Instant,
+    next_id: Arc<Mutex<u64>>,
+    records: Arc<Mutex<Vec<WatchRecord>>>,
+}
+
+impl WatchRecorder {
+    pub fn new(start: Instant) -> Self {
+        WatchRecorder {
+            start,
+            next_id: Arc::default(),
+            records: Arc::default(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        now().duration_since(self.start).as_nanos() as u64
+    }
+
+    fn next_id(&self) -> u64 {
+        let mut id = self.next_id.lock().expect("watch id lock");
+        *id += 1;
+        *id
+    }
+
+    fn push(&self, record: WatchRecord) {
+        self.records
+            .lock()
+            .expect("watch records lock")
+            .push(record);
+    }
+
+    /// Every finished watch, by id.
+    pub fn records(&self) -> Vec<WatchRecord> {
+        let mut records = self.records.lock().expect("watch records lock").clone();
+        records.sort_by_key(|r| r.id);
+        records
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn kv(kv: &api::KeyValue) -> Kv {
+    Kv {
+        key: text(&kv.key),
+        value: text(&kv.value),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: kv.lease,
+    }
+}
+
+/// A store event in the watch history's terms.
+pub fn watch_event(event: &api::Event) -> WatchEvent {
+    WatchEvent {
+        kind: match event.kind {
+            api::EventType::Put => EventKind::Put,
+            api::EventType::Delete => EventKind::Delete,
+        },
+        kv: kv(&event.kv),
+        prev_kv: event.prev_kv.as_ref().map(kv),
+    }
+}
+
+/// What one watch is asked for.
+#[derive(Debug, Clone)]
+struct Spec {
+    key: String,
+    range_end: Option<String>,
+    start_revision: i64,
+    prev_kv: bool,
+    progress_notify: bool,
+}
+
+/// Follows one watch until `stop` says so (or it is canceled by compaction), recording it.
+/// Returns the record (also pushed to the recorder) .
+async fn follow(
+    client: &Client,
+    recorder: &WatchRecorder,
+    client_id: u64,
+    spec: Spec,
+    stop: &(dyn Fn() -> bool + Send + Sync),
+    follows_to_end: bool,
+) -> WatchRecord {
+    let request = api::WatchCreateRequest {
+        key: spec.key.as_bytes().to_vec(),
+        range_end: spec
+            .range_end
+            .as_deref()
+            .map(|e| e.as_bytes().to_vec())
+            .unwrap_or_default(),
+        start_revision: spec.start_revision,
+        progress_notify: spec.progress_notify,
+        prev_kv: spec.prev_kv,
+        ..Default::default()
+    };
+    let mut record = WatchRecord {
+        id: recorder.next_id(),
+        client: client_id,
+        key: spec.key.clone(),
+        range_end: spec.range_end.clone(),
+        start_revision: spec.start_revision,
+        prev_kv: spec.prev_kv,
+        progress_notify: spec.progress_notify,
+        no_put: false,
+        no_delete: false,
+        opened_ns: recorder.now_ns(),
+        opened_revision: None,
+        items: Vec::new(),
+        follows_to_end,
+    };
+    let mut watch = client.watch(request).await;
+    let mut compacted = false;
+    while !stop() {
+        // A healthy stream says something every second (progress answers the watcher's
+        // heartbeat); the long bound only matters while it resumes, which must not be cut short.
+        let Ok(next) = madsim::time::timeout(Duration::from_secs(10), watch.next()).await else {
+            continue;
+        };
+        let at_ns = recorder.now_ns();
+        match next {
+            Some(client::WatchEvent::Events {
+                member,
+                header_revision,
+                events,
+            }) => {
+                record.items.push(WatchItem::Events {
+                    at_ns,
+                    member,
+                    header_revision,
+                    events: events.iter().map(watch_event).collect(),
+                });
+            }
+            Some(client::WatchEvent::Progress { member, revision }) => {
+                record.items.push(WatchItem::Progress {
+                    at_ns,
+                    member,
+                    revision,
+                });
+            }
+            Some(client::WatchEvent::Compacted {
+                member,
+                compact_revision,
+            }) => {
+                record.items.push(WatchItem::Compacted {
+                    at_ns,
+                    member,
+                    compact_revision,
+                });
+                compacted = true;
+                break;
+            }
+            Some(client::WatchEvent::Resumed {
+                member,
+                from_revision,
+            }) => {
+                record.items.push(WatchItem::Resumed {
+                    at_ns,
+                    member,
+                    from_revision,
+                });
+            }
+            None => break,
+        }
+    }
+    if compacted {
+        record.follows_to_end = false;
+    }
+    recorder.push(record.clone());
+    record
+}
+
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("non-empty prefix") += 1;
+    String::from_utf8(end).expect("ASCII prefix")
+}
+
+/// The current revision as a linearizable read sees it (with the client's retries).
+async fn current_revision(client: &Client, kv_recorder: &Recorder, client_id: u64) -> Option<i64> {
+    let read = Request::Get {
+        key: "key/000".into(),
+        range_end: None,
+        revision: 0,
+        limit: 0,
+        keys_only: true,
+        serializable: false,
+    };
+    match kv_recorder.call(client, client_id, read).await {
+        Outcome::Ok { revision, .. } => Some(revision),
+        _ => None,
+    }
+}
+
+/// A watcher client: until `until`, opens watches on a key or a prefix from a revision drawn
+/// around the current one (offset -100..+100: compacted, current or future), follows each for
+/// 1–4 s, and after a compaction cancel re-lists and watches again from the list's revision.
+pub async fn random_watcher(
+    client: Client,
+    recorder: WatchRecorder,
+    kv_recorder: Recorder,
+    key_prefix: String,
+    keys: u32,
+    client_id: u64,
+    seed: u64,
+    until: Instant,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(client_seed(seed, client_id));
+    while now() < until {
+        let Some(current) = current_revision(&client, &kv_recorder, client_id).await else {
+            madsim::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let (key, range_end) = if rng.gen_bool(0.5) {
+            (key_prefix.clone(), Some(prefix_end(&key_prefix)))
+        } else {
+            (
+                format!("{key_prefix}{:03}", rng.gen_range(0..keys.max(1))),
+                None,
+            )
+        };
+        let spec = Spec {
+            key,
+            range_end,
+            start_revision: (current + rng.gen_range(-100..=100)).max(1),
+            prev_kv: rng.gen_bool(0.5),
+            progress_notify: rng.gen_bool(0.5),
+        };
+        let follow_for = Duration::from_millis(rng.gen_range(1_000..4_000));
+        let stop_at = (now() + follow_for).min(until);
+        let record = follow(
+            &client,
+            &recorder,
+            client_id,
+            spec.clone(),
+            &move || now() >= stop_at,
+            false,
+        )
+        .await;
+        let compacted = record.items.iter().find_map(|i| match i {
+            WatchItem::Compacted {
+                compact_revision, ..
+            } => Some(*compact_revision),
+            _ => None,
+        });
+        if let (Some(compact_revision), true) = (compacted, rng.gen_bool(0.5)) {
+            // Watch from exactly the compact revision, the oldest one still allowed (etcd's
+            // robustness tests do this; it is where etcd 18089 lost a delete).
+            let at_compact = Spec {
+                start_revision: compact_revision,
+                ..spec.clone()
+            };
+            let stop_at = (now() + follow_for).min(until);
+            follow(
+                &client,
+                &recorder,
+                client_id,
+                at_compact,
+                &move || now() >= stop_at,
+                false,
+            )
+            .await;
+        } else if compacted.is_some() && now() < until {
+            // Re-list, then watch from the list's revision + 1 (what a cache does).
+            let list = Request::Get {
+                key: spec.key.clone(),
+                range_end: spec.range_end.clone(),
+                revision: 0,
+                limit: 0,
+                keys_only: false,
+                serializable: false,
+            };
+            if let Outcome::Ok { revision, .. } = kv_recorder.call(&client, client_id, list).await {
+                let relisted = Spec {
+                    start_revision: revision + 1,
+                    ..spec
+                };
+                let stop_at = (now() + follow_for).min(until);
+                follow(
+                    &client,
+                    &recorder,
+                    client_id,
+                    relisted,
+                    &move || now() >= stop_at,
+                    false,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Kubernetes' informer: list the pods, then watch from the list's revision + 1 until `stop`;
+/// re-list and watch again after a compaction cancel.
+pub async fn list_then_watch(
+    client: Client,
+    recorder: WatchRecorder,
+    kv_recorder: Recorder,
+    prefix: String,
+    client_id: u64,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let list = Request::Get {
+            key: prefix.clone(),
+            range_end: Some(prefix_end(&prefix)),
+            revision: 0,
+            limit: 0,
+            keys_only: false,
+            serializable: false,
+        };
+        let Outcome::Ok {
+            revision,
+            response: Response::Get { .. },
+        } = kv_recorder.call(&client, client_id, list).await
+        else {
+            madsim::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let spec = Spec {
+            key: prefix.clone(),
+            range_end: Some(prefix_end(&prefix)),
+            start_revision: revision + 1,
+            prev_kv: true,
+            progress_notify: true,
+        };
+        let stop_flag = stop.clone();
+        let record = follow(
+            &client,
+            &recorder,
+            client_id,
+            spec,
+            &move || stop_flag.load(Ordering::SeqCst),
+            true,
+        )
+        .await;
+        if !record
+            .items
+            .iter()
+            .any(|i| matches!(i, WatchItem::Compacted { .. }))
+        {
+            return;
+        }
+    }
+}
+
+/// A watcher pinned to one member (its client knows only that member) that follows every key
+/// from revision 1 until `stop`.
+pub async fn member_follower(
+    client: Client,
+    recorder: WatchRecorder,
+    client_id: u64,
+    stop: Arc<AtomicBool>,
+) {
+    let spec = Spec {
+        key: "\0".into(),
+        range_end: Some("\0".into()),
+        start_revision: 1,
+        prev_kv: true,
+        progress_notify: true,
+    };
+    follow(
+        &client,
+        &recorder,
+        client_id,
+        spec,
+        &move || stop.load(Ordering::SeqCst),
+        true,
+    )
+    .await;
+}
