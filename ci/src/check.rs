@@ -333,6 +333,32 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
     });
     verdict
         .footer
+        .push("watches (events, responses, resumes, compaction cancels, progress):".into());
+    for w in &output.watches.watches {
+        let mut counts = (0, 0, 0, 0, 0);
+        for item in &w.items {
+            match item {
+                WatchItem::Events { events, .. } => {
+                    counts.0 += events.len();
+                    counts.1 += 1;
+                }
+                WatchItem::Resumed { .. } => counts.2 += 1,
+                WatchItem::Compacted { .. } => counts.3 += 1,
+                WatchItem::Progress { .. } => counts.4 += 1,
+            }
+        }
+        verdict.footer.push(format!(
+            "  {:<62} {:>5} events {:>5} responses {:>2} resumes {:>2} cancels {:>3} progress",
+            w.describe().escape_debug().to_string(),
+            counts.0,
+            counts.1,
+            counts.2,
+            counts.3,
+            counts.4
+        ));
+    }
+    verdict
+        .footer
         .push(format!("trace hash: {:016x}", output.trace_hash));
     verdict
 }
