@@ -92,7 +92,15 @@ fn the_planted_stale_read_bug_is_found_by_a_sweep_and_the_same_seeds_pass_withou
         let verdict = judge(&config(seed, bugs.clone()));
         if verdict.safety_violations > 0 {
             let report = verdict.render();
-            assert!(report.contains("linearizability"), "{report}");
+            // The checker names the stale read: the operations it cannot linearize include a get.
+            let mut lines = report
+                .lines()
+                .skip_while(|l| !l.contains("cannot all have taken effect"));
+            let core = lines.nth(1).unwrap_or_default();
+            assert!(
+                report.contains("linearizability        VIOLATION") && core.contains(" get "),
+                "the report does not name a stale read:\n{report}"
+            );
             found = Some((seed, report));
             break;
         }
