@@ -156,7 +156,8 @@ fn compare_to_store(c: &Compare) -> api::Compare {
     }
 }
 
-fn kv_from_store(kv: &api::KeyValue) -> Kv {
+/// A store kv in the history's terms.
+pub fn kv_from_store(kv: &api::KeyValue) -> Kv {
     Kv {
         key: text(&kv.key),
         value: text(&kv.value),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_checkers::history::{Kv, Outcome, Request, Response};
+use faultline_checkers::history::{Outcome, Request, Response};
 use faultline_checkers::watch::{EventKind, WatchEvent, WatchItem, WatchRecord};
 use faultline_store::api;
 use faultline_store::node::client::{self, Client};
@@ -14,7 +14,7 @@ use faultline_store::node::time::{now, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::record::Recorder;
+use crate::record::{kv_from_store, Recorder};
 use crate::traffic::client_seed;
 
 /// The watches of a run, as they ended.
@@ -59,21 +59,6 @@ impl WatchRecorder {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn kv(kv: &api::KeyValue) -> Kv {
-    Kv {
-        key: text(&kv.key),
-        value: text(&kv.value),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        lease: kv.lease,
-    }
-}
-
 /// A store event in the watch history's terms.
 pub fn watch_event(event: &api::Event) -> WatchEvent {
     WatchEvent {
@@ -81,8 +66,8 @@ pub fn watch_event(event: &api::Event) -> WatchEvent {
             api::EventType::Put => EventKind::Put,
             api::EventType::Delete => EventKind::Delete,
         },
-        kv: kv(&event.kv),
-        prev_kv: event.prev_kv.as_ref().map(kv),
+        kv: kv_from_store(&event.kv),
+        prev_kv: event.prev_kv.as_ref().map(kv_from_store),
     }
 }
 
