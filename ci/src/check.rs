@@ -126,7 +126,7 @@ fn linearizability(history: &History, options: &CheckOptions) -> CheckerResult {
     use faultline_checkers::etcd::{self, Judgement};
     use faultline_checkers::linearizability::Budget;
     let budget =
-        Budget::default().with_timeout(std::time::Duration::from_millis(options.timeout_ms));
+        Budget::states(1 << 23).with_timeout(std::time::Duration::from_millis(options.timeout_ms));
     let report = etcd::check(history, budget);
     let c = &report.counts;
     let summary = format!(
