@@ -205,6 +205,16 @@ pub enum HistoryError {
     Line { line: usize, message: String },
 }
 
+impl From<crate::jsonl::ReadError> for HistoryError {
+    fn from(e: crate::jsonl::ReadError) -> Self {
+        match e {
+            crate::jsonl::ReadError::Io(e) => HistoryError::Io(e),
+            crate::jsonl::ReadError::Empty => HistoryError::Empty,
+            crate::jsonl::ReadError::Line { line, message } => HistoryError::Line { line, message },
+        }
+    }
+}
+
 impl History {
     /// Writes the history as JSON Lines.
     pub fn write_to(&self, mut out: impl Write) -> std::io::Result<()> {
@@ -224,46 +234,18 @@ impl History {
 
     /// Reads and validates a history. Blank lines are skipped.
     pub fn read_from(input: impl BufRead) -> Result<History, HistoryError> {
-        let mut lines = input.lines().enumerate().filter(|(_, l)| match l {
-            Ok(l) => !l.trim().is_empty(),
-            Err(_) => true,
-        });
-        let (n, first) = lines.next().ok_or(HistoryError::Empty)?;
-        let first = first?;
-        let header: Header = serde_json::from_str(&first).map_err(|e| HistoryError::Line {
-            line: n + 1,
-            message: format!("bad header: {e}"),
-        })?;
-        if header.format != FORMAT {
-            return Err(HistoryError::Line {
-                line: n + 1,
-                message: format!("format {:?} is not {FORMAT:?}", header.format),
-            });
-        }
-        if header.version != VERSION {
-            return Err(HistoryError::Line {
-                line: n + 1,
-                message: format!(
-                    "version {} is not supported (this reads version {VERSION})",
-                    header.version
-                ),
-            });
-        }
+        let (meta, lines) = crate::jsonl::read(input, FORMAT, VERSION)?;
         let mut history = History {
-            meta: header.meta,
+            meta,
             operations: Vec::new(),
         };
         let mut ids = std::collections::BTreeSet::new();
-        for (n, line) in lines {
-            let line = line?;
-            let op: Operation = serde_json::from_str(&line).map_err(|e| HistoryError::Line {
-                line: n + 1,
-                message: e.to_string(),
-            })?;
+        for (line_no, line) in lines {
             let fail = |message: String| HistoryError::Line {
-                line: n + 1,
+                line: line_no,
                 message,
             };
+            let op: Operation = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
             if !ids.insert(op.id) {
                 return Err(fail(format!("operation id {} repeats", op.id)));
             }

@@ -9,6 +9,7 @@
 pub mod corpus;
 pub mod etcd;
 pub mod history;
+mod jsonl;
 pub mod kv;
 pub mod linearizability;
 pub mod register;

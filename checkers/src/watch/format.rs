@@ -164,6 +164,18 @@ pub enum WatchHistoryError {
     Line { line: usize, message: String },
 }
 
+impl From<crate::jsonl::ReadError> for WatchHistoryError {
+    fn from(e: crate::jsonl::ReadError) -> Self {
+        match e {
+            crate::jsonl::ReadError::Io(e) => WatchHistoryError::Io(e),
+            crate::jsonl::ReadError::Empty => WatchHistoryError::Empty,
+            crate::jsonl::ReadError::Line { line, message } => {
+                WatchHistoryError::Line { line, message }
+            }
+        }
+    }
+}
+
 impl WatchHistory {
     /// Writes the watch history as JSON Lines.
     pub fn write_to(&self, mut out: impl Write) -> std::io::Result<()> {
@@ -184,40 +196,15 @@ impl WatchHistory {
     /// Reads and validates a watch history: ids are unique, and a watch's items are received in
     /// time order, none before it was opened. Blank lines are skipped.
     pub fn read_from(input: impl BufRead) -> Result<WatchHistory, WatchHistoryError> {
-        let mut lines = input.lines().enumerate().filter(|(_, l)| match l {
-            Ok(l) => !l.trim().is_empty(),
-            Err(_) => true,
-        });
-        let (n, first) = lines.next().ok_or(WatchHistoryError::Empty)?;
-        let first = first?;
-        let header: Header = serde_json::from_str(&first).map_err(|e| WatchHistoryError::Line {
-            line: n + 1,
-            message: format!("bad header: {e}"),
-        })?;
-        if header.format != FORMAT {
-            return Err(WatchHistoryError::Line {
-                line: n + 1,
-                message: format!("format {:?} is not {FORMAT:?}", header.format),
-            });
-        }
-        if header.version != VERSION {
-            return Err(WatchHistoryError::Line {
-                line: n + 1,
-                message: format!(
-                    "version {} is not supported (this reads version {VERSION})",
-                    header.version
-                ),
-            });
-        }
+        let (meta, lines) = crate::jsonl::read(input, FORMAT, VERSION)?;
         let mut history = WatchHistory {
-            meta: header.meta,
+            meta,
             watches: Vec::new(),
         };
         let mut ids = BTreeSet::new();
-        for (n, line) in lines {
-            let line = line?;
+        for (line_no, line) in lines {
             let fail = |message: String| WatchHistoryError::Line {
-                line: n + 1,
+                line: line_no,
                 message,
             };
             let watch: WatchRecord =
