@@ -3,20 +3,15 @@
 //! `FAULTLINE_SWEEP_SEEDS` sets how many seeds the sweep runs (default 200); `FAULTLINE_SEED=N`
 //! replays that one seed. A failure prints the seed and the commands that replay it.
 
-use faultline::check::{judge_run, CheckOptions, RunVerdict};
-use faultline::run::{simulate_run, RunConfig};
+mod common;
+
+use common::judge;
+use faultline::run::RunConfig;
 use faultline_store::PlantedBugs;
 use faultline_workloads::{FaultProfile, WorkloadConfig};
 
 fn seeds(default_count: u64) -> Vec<u64> {
-    if let Ok(seed) = std::env::var("FAULTLINE_SEED") {
-        return vec![seed.trim().parse().expect("FAULTLINE_SEED is a number")];
-    }
-    let count = std::env::var("FAULTLINE_SWEEP_SEEDS")
-        .ok()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(default_count);
-    (1..=count).collect()
+    common::seed_list(common::sweep_count(default_count))
 }
 
 /// A sweep run: 8 simulated seconds of etcd-kv traffic under the default faults.
@@ -32,17 +27,6 @@ fn config(seed: u64, bugs: PlantedBugs) -> RunConfig {
         bugs,
         ..RunConfig::default()
     }
-}
-
-fn judge(config: &RunConfig) -> RunVerdict {
-    let replay = format!(
-        "replay: FAULTLINE_SEED={} cargo test -p faultline --test sweep\n    or: cargo run --release -p faultline -- {}",
-        config.seed,
-        config.command().trim_start_matches("faultline ")
-    );
-    let output = simulate_run(config)
-        .unwrap_or_else(|panic| panic!("seed {} crashed: {panic}\n{replay}", config.seed));
-    judge_run(config, &output, &CheckOptions { timeout_ms: 30_000 })
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! breaks, and the same seeds pass with the switch off. `FAULTLINE_SEED=N` replays one seed;
 //! `FAULTLINE_SWEEP_SEEDS=N` sets how many seeds the sweep of the correct store runs (default 60).
 
-use faultline::check::{judge_run, CheckOptions, RunVerdict};
-use faultline::run::{simulate_run, RunConfig};
+mod common;
+
+use common::{judge, replay, seed_list as seeds, sweep_count};
+use faultline::run::RunConfig;
 use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::OpMix;
 use faultline_workloads::{FaultProfile, WorkloadConfig};
@@ -29,24 +31,6 @@ fn config(seed: u64, bugs: PlantedBugs) -> RunConfig {
         },
         bugs,
         ..RunConfig::default()
-    }
-}
-
-fn judge(config: &RunConfig) -> RunVerdict {
-    let output = simulate_run(config).unwrap_or_else(|panic| {
-        panic!(
-            "seed {} crashed: {panic}\nreplay: cargo run --release -p faultline -- {}",
-            config.seed,
-            config.command().trim_start_matches("faultline ")
-        )
-    });
-    judge_run(config, &output, &CheckOptions { timeout_ms: 30_000 })
-}
-
-fn seeds(count: u64) -> Vec<u64> {
-    match std::env::var("FAULTLINE_SEED") {
-        Ok(seed) => vec![seed.trim().parse().expect("FAULTLINE_SEED is a number")],
-        Err(_) => (1..=count).collect(),
     }
 }
 
@@ -107,18 +91,14 @@ fn watch_snapshot_replay_etcd_15271_is_found_as_an_ordered_violation() {
 
 #[test]
 fn watch_heavy_runs_of_the_correct_store_pass_every_watch_check() {
-    let count = std::env::var("FAULTLINE_SWEEP_SEEDS")
-        .ok()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(60);
-    for seed in seeds(count) {
+    for seed in seeds(sweep_count(60)) {
         let config = config(seed, PlantedBugs::default());
         let verdict = judge(&config);
         assert!(
             verdict.passed(),
-            "seed {seed} failed:\n{}\nreplay: cargo run --release -p faultline -- {}",
+            "seed {seed} failed:\n{}\nreplay: {}",
             verdict.render(),
-            config.command().trim_start_matches("faultline ")
+            replay(&config)
         );
     }
 }

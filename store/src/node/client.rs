@@ -97,6 +97,23 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Receives every message of type `T` on `tag` and hands it to `deliver`, until the client is
+/// dropped.
+fn spawn_receiver<T: Send + 'static>(inner: &Arc<Inner>, tag: u64, deliver: fn(&Inner, T)) {
+    let weak = Arc::downgrade(inner);
+    madsim::task::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let Ok((payload, _)) = inner.endpoint.recv_from_raw(tag).await else {
+                return;
+            };
+            if let Ok(message) = payload.downcast::<T>() {
+                deliver(&inner, *message);
+            }
+        }
+    });
+}
+
 /// A client of the cluster; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -124,39 +141,21 @@ impl Client {
             waiters: Arc::default(),
             watch_routes: Arc::default(),
         });
-        let weak = Arc::downgrade(&inner);
-        madsim::task::spawn(async move {
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let Ok((payload, _)) = inner.endpoint.recv_from_raw(TAG_REPLY).await else {
-                    return;
-                };
-                if let Ok(reply) = payload.downcast::<ClientReply>() {
-                    let waiter = inner.waiters.lock().expect("waiters").remove(&reply.id);
-                    if let Some(tx) = waiter {
-                        let _ = tx.send(*reply);
-                    }
-                }
+        spawn_receiver(&inner, TAG_REPLY, |inner, reply: ClientReply| {
+            let waiter = inner.waiters.lock().expect("waiters").remove(&reply.id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(reply);
             }
         });
-        let weak = Arc::downgrade(&inner);
-        madsim::task::spawn(async move {
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let Ok((payload, _)) = inner.endpoint.recv_from_raw(TAG_WATCH).await else {
-                    return;
-                };
-                if let Ok(message) = payload.downcast::<WatchMessage>() {
-                    let route = inner
-                        .watch_routes
-                        .lock()
-                        .expect("routes")
-                        .get(&message.stream)
-                        .cloned();
-                    if let Some(tx) = route {
-                        let _ = tx.send(*message);
-                    }
-                }
+        spawn_receiver(&inner, TAG_WATCH, |inner, message: WatchMessage| {
+            let route = inner
+                .watch_routes
+                .lock()
+                .expect("routes")
+                .get(&message.stream)
+                .cloned();
+            if let Some(tx) = route {
+                let _ = tx.send(message);
             }
         });
         Ok(Client { inner })

@@ -1,0 +1,42 @@
+//! What the sweep tests share: which seeds to run, and how one run is judged.
+
+#![allow(dead_code)]
+
+use faultline::check::{judge_run, CheckOptions, RunVerdict};
+use faultline::run::{simulate_run, RunConfig};
+
+/// Seeds 1..=count, or only `FAULTLINE_SEED` when it is set (to replay one).
+pub fn seed_list(count: u64) -> Vec<u64> {
+    match std::env::var("FAULTLINE_SEED") {
+        Ok(seed) => vec![seed.trim().parse().expect("FAULTLINE_SEED is a number")],
+        Err(_) => (1..=count).collect(),
+    }
+}
+
+/// How many seeds a sweep runs: `FAULTLINE_SWEEP_SEEDS`, else `default`.
+pub fn sweep_count(default: u64) -> u64 {
+    std::env::var("FAULTLINE_SWEEP_SEEDS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The command that replays `config` with the binary.
+pub fn replay(config: &RunConfig) -> String {
+    format!(
+        "cargo run --release -p faultline -- {}",
+        config.command().trim_start_matches("faultline ")
+    )
+}
+
+/// Simulates and judges one run; a crash of the run fails the test with the replay command.
+pub fn judge(config: &RunConfig) -> RunVerdict {
+    let output = simulate_run(config).unwrap_or_else(|panic| {
+        panic!(
+            "seed {} crashed: {panic}\nreplay: {}",
+            config.seed,
+            replay(config)
+        )
+    });
+    judge_run(config, &output, &CheckOptions { timeout_ms: 30_000 })
+}
