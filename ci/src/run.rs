@@ -25,7 +25,7 @@ use faultline_workloads::watching::{
     list_then_watch, member_follower, random_watcher, watch_event,
 };
 use faultline_workloads::{
-    FaultProfile, Recorder, Schedule, WatchRecorder, WorkloadConfig, WorkloadKind,
+    Clock, FaultProfile, Recorder, Schedule, WatchRecorder, WorkloadConfig, WorkloadKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -181,10 +181,12 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     cluster_config.node.catchup_entries = config.snapshot_entries / 2;
     let mut cluster = Cluster::start(cluster_config);
     let start = now();
-    let recorder = Recorder::new(start);
+    let recorder = Recorder::new(Clock::Simulated(start));
     let members = cluster.member_ids();
     let schedule = Schedule::generate(config.seed, config.faults, &members, config.duration_ms);
-    let until = start + Duration::from_millis(config.duration_ms);
+    // Traffic runs for the fault phase on the recorder's clock; watchers stop at the same instant.
+    let traffic_until = Duration::from_millis(config.duration_ms);
+    let until = start + traffic_until;
     let mut workers = Vec::new();
     for c in 0..config.workload.clients as u64 {
         let (recorder, workload, seed) = (recorder.clone(), config.workload.clone(), config.seed);
@@ -193,10 +195,11 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
             cluster.spawn_client(client_config, move |client| async move {
                 match workload.kind {
                     WorkloadKind::EtcdKv => {
-                        etcd_kv_client(client, recorder, workload, c + 1, seed, until).await
+                        etcd_kv_client(client, recorder, workload, c + 1, seed, traffic_until).await
                     }
                     WorkloadKind::Kubernetes => {
-                        kubernetes_client(client, recorder, workload, c + 1, seed, until).await
+                        kubernetes_client(client, recorder, workload, c + 1, seed, traffic_until)
+                            .await
                     }
                 }
             }),
@@ -259,7 +262,7 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
         let client_config = cluster.client_config();
         workers.push(
             cluster.spawn_client(client_config, move |client| async move {
-                compactor(client, recorder, workload, client_id, seed, until).await
+                compactor(client, recorder, workload, client_id, seed, traffic_until).await
             }),
         );
     }

@@ -1,49 +1,53 @@
 //! Recording what clients asked and saw, in the history format.
 //!
 //! A [`Recorder`] is shared by every client of a run. Each operation is recorded with its
-//! invocation and completion times in simulated nanoseconds since the run started, its request
-//! and its outcome. Requests are written in the history's vocabulary and translated to the
-//! store's client API here, so a workload speaks only the history's terms.
+//! invocation and completion times in nanoseconds since the run started on the run's [`Clock`],
+//! its request and its outcome. Requests are written in the history's vocabulary; the
+//! translations to and from the store's client API live here too, for the simulated [`Target`].
 
 use std::sync::{Arc, Mutex};
 
 use faultline_checkers::history::{self, Compare, CompareResult, CompareTarget, Kv, Operation};
 use faultline_store::api;
-use faultline_store::node::client::{Client, Outcome};
-use faultline_store::node::protocol::ClientRequest;
-use faultline_store::node::time::{now, Instant};
+use faultline_store::node::client::Outcome;
+
+use crate::target::{Clock, Target};
 
 /// The operations of a run, in the order they completed (or were given up).
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    start: Instant,
+    clock: Clock,
     inner: Arc<Mutex<Vec<Operation>>>,
 }
 
 impl Recorder {
-    /// A recorder whose clock starts at `start` (the run's start).
-    pub fn new(start: Instant) -> Self {
+    /// A recorder that stamps operations with `clock` (started when the run started).
+    pub fn new(clock: Clock) -> Self {
         Recorder {
-            start,
+            clock,
             inner: Arc::default(),
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        now().duration_since(self.start).as_nanos() as u64
+    /// The run's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
-    /// Sends `request` through `client` and records it as client `client_id`'s operation.
-    pub async fn call(
+    fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    /// Sends `request` to `target` and records it as client `client_id`'s operation.
+    pub async fn call<T: Target>(
         &self,
-        client: &Client,
+        target: &T,
         client_id: u64,
         request: history::Request,
     ) -> history::Outcome {
         let invoke_ns = self.now_ns();
-        let outcome = client.request(ClientRequest::Kv(to_store(&request))).await;
+        let outcome = target.call(&request).await;
         let complete_ns = self.now_ns();
-        let outcome = from_store(outcome);
         let mut ops = self.inner.lock().expect("recorder lock");
         let id = ops.len() as u64;
         let complete_ns = match outcome {

@@ -7,13 +7,12 @@ use std::time::Duration;
 use faultline_checkers::history::{
     Compare, CompareResult, CompareTarget, Outcome, Request, Response,
 };
-use faultline_store::node::client::Client;
-use faultline_store::node::time::{now, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::record::Recorder;
+use crate::target::{Clock, Target};
 
 /// Which traffic a run sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,17 +233,19 @@ fn seen_revision(outcome: &Outcome) -> Option<i64> {
     }
 }
 
-/// Paces a client at `rate` operations per second until `until`.
+/// Paces a client at `rate` operations per second until `until` on `clock`.
 struct Pacer {
-    next: Instant,
+    clock: Clock,
+    next: Duration,
     period: Duration,
-    until: Instant,
+    until: Duration,
 }
 
 impl Pacer {
-    fn new(rate: u32, until: Instant) -> Self {
+    fn new(rate: u32, clock: Clock, until: Duration) -> Self {
         Pacer {
-            next: now(),
+            clock,
+            next: clock.elapsed(),
             period: Duration::from_micros(1_000_000 / rate.max(1) as u64),
             until,
         }
@@ -253,24 +254,24 @@ impl Pacer {
     /// Waits for the next slot; false once the traffic phase is over.
     async fn tick(&mut self) -> bool {
         self.next += self.period;
-        let at = now();
+        let at = self.clock.elapsed();
         if self.next > at {
-            madsim::time::sleep(self.next - at).await;
+            self.clock.sleep(self.next - at).await;
         } else {
             self.next = at;
         }
-        now() < self.until
+        self.clock.elapsed() < self.until
     }
 }
 
-/// One etcd-kv client: runs until `until`.
-pub async fn etcd_kv_client(
-    client: Client,
+/// One etcd-kv client: runs until `until` on the recorder's clock.
+pub async fn etcd_kv_client<T: Target>(
+    client: T,
     recorder: Recorder,
     config: WorkloadConfig,
     client_id: u64,
     seed: u64,
-    until: Instant,
+    until: Duration,
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(client_seed(seed, client_id));
     let mix = &config.mix;
@@ -291,7 +292,7 @@ pub async fn etcd_kv_client(
     let mut seq = 0u64;
     let mut last_revision = 1i64;
     let mut lease: Option<i64> = None;
-    let mut pacer = Pacer::new(config.rate_per_client, until);
+    let mut pacer = Pacer::new(config.rate_per_client, recorder.clock(), until);
     while pacer.tick().await {
         seq += 1;
         let value = format!("c{client_id}-{seq}");
@@ -431,19 +432,20 @@ pub async fn etcd_kv_client(
 }
 
 /// One Kubernetes-style client: lists pods page by page, then creates, updates or deletes one
-/// with an optimistic-concurrency txn on the revision it saw.
-pub async fn kubernetes_client(
-    client: Client,
+/// with an optimistic-concurrency txn on the revision it saw. Runs until `until` on the
+/// recorder's clock.
+pub async fn kubernetes_client<T: Target>(
+    client: T,
     recorder: Recorder,
     config: WorkloadConfig,
     client_id: u64,
     seed: u64,
-    until: Instant,
+    until: Duration,
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(client_seed(seed, client_id));
     let namespaces = ["default", "kube-system"];
     let mut seq = 0u64;
-    let mut pacer = Pacer::new(config.rate_per_client, until);
+    let mut pacer = Pacer::new(config.rate_per_client, recorder.clock(), until);
     while pacer.tick().await {
         seq += 1;
         let ns = namespaces[rng.gen_range(0..namespaces.len())];
@@ -535,21 +537,25 @@ pub async fn kubernetes_client(
 
 /// The compaction client: every `compact_every_ms`, compacts to a revision in and around the live
 /// window (a little behind the latest it saw, sometimes at or past it), as an apiserver does.
-pub async fn compactor(
-    client: Client,
+/// Stops at the first wake-up at or after `until` on the recorder's clock.
+pub async fn compactor<T: Target>(
+    client: T,
     recorder: Recorder,
     config: WorkloadConfig,
     client_id: u64,
     seed: u64,
-    until: Instant,
+    until: Duration,
 ) {
     if config.compact_every_ms == 0 {
         return;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(client_seed(seed, client_id));
+    let clock = recorder.clock();
     loop {
-        madsim::time::sleep(Duration::from_millis(config.compact_every_ms)).await;
-        if now() >= until {
+        clock
+            .sleep(Duration::from_millis(config.compact_every_ms))
+            .await;
+        if clock.elapsed() >= until {
             return;
         }
         let read = recorder
