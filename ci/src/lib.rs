@@ -1,4 +1,5 @@
 //! The `faultline` command's library: chaos runs and their verdicts, seed sweeps.
 
 pub mod check;
+pub mod etcd;
 pub mod run;

@@ -59,3 +59,28 @@ pub enum EtcdError {
     #[error("etcdserver: too many watchers on stream")]
     TooManyWatchers,
 }
+
+impl EtcdError {
+    /// The gRPC status code etcd sends with this error (etcd's `rpctypes`), by its name in
+    /// gRPC's vocabulary ("InvalidArgument", "OutOfRange", ...).
+    pub fn grpc_code(&self) -> &'static str {
+        match self {
+            EtcdError::EmptyKey
+            | EtcdError::KeyNotFound
+            | EtcdError::ValueProvided
+            | EtcdError::LeaseProvided
+            | EtcdError::TooManyOps
+            | EtcdError::DuplicateKey
+            | EtcdError::RequestTooLarge => "InvalidArgument",
+            EtcdError::Compacted | EtcdError::FutureRevision | EtcdError::LeaseTtlTooLarge => {
+                "OutOfRange"
+            }
+            EtcdError::NoSpace => "ResourceExhausted",
+            EtcdError::LeaseNotFound => "NotFound",
+            EtcdError::LeaseExists | EtcdError::WatchIdExists | EtcdError::TooManyWatchers => {
+                "FailedPrecondition"
+            }
+            EtcdError::Corrupt => "DataLoss",
+        }
+    }
+}

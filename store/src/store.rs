@@ -416,6 +416,11 @@ impl Store {
         match req {
             Request::Range(r) => self.range(r).map(Response::Range),
             Request::Put(p) => {
+                // etcd's Put looks the lease up before the key an ignore_* put needs; a put
+                // inside a txn (checkRequestPut) does the key first.
+                if p.lease != 0 && !self.leases.contains(p.lease) {
+                    return Err(EtcdError::LeaseNotFound);
+                }
                 let txn = TxnRequest {
                     success: vec![RequestOp::Put(p.clone())],
                     ..Default::default()
@@ -470,6 +475,28 @@ impl Store {
             return Err(EtcdError::Compacted);
         }
         Ok(())
+    }
+
+    /// etcd's checkRange for a range inside a txn: revision 0 is the latest; above the current
+    /// revision is a future one; below the first readable revision is compacted. The first
+    /// readable revision is the compact revision, or -1 before any compaction (etcd's
+    /// `compactMainRev` starts at -1), so -1 reads the latest until the first compaction and is
+    /// compacted after it, while a plain range always reads the latest for revisions <= 0.
+    fn check_txn_range_revision(&self, revision: i64) -> Result<(), EtcdError> {
+        let first = if self.compact_revision() > 0 {
+            self.compact_revision()
+        } else {
+            -1
+        };
+        if revision == 0 {
+            Ok(())
+        } else if revision > self.current_revision() {
+            Err(EtcdError::FutureRevision)
+        } else if revision < first {
+            Err(EtcdError::Compacted)
+        } else {
+            Ok(())
+        }
     }
 
     /// A range already validated, reading at `r.revision` or else at `latest`.
@@ -543,25 +570,31 @@ impl Store {
 
     /// The checks of the chosen path that need state: leases of puts, keys of ignore_* puts, and
     /// read revisions. A failure aborts the whole txn before it writes.
-    fn check_path(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<(), EtcdError> {
+    /// etcd's checkRequests over the branches the compares chose: every put on the path is
+    /// checked first (`puts`), then every range, so a bad lease wins over a future revision.
+    fn check_path(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+        puts: bool,
+    ) -> Result<(), EtcdError> {
         let branch = if path[*at] { &t.success } else { &t.failure };
         *at += 1;
         for op in branch {
             match op {
-                RequestOp::Put(p) => {
-                    // etcd's checkPut: the lease first, then the key an ignore_* put needs.
-                    if p.lease != 0 && !self.leases.contains(p.lease) {
-                        return Err(EtcdError::LeaseNotFound);
-                    }
+                RequestOp::Put(p) if puts => {
+                    // etcd's checkPut: the key an ignore_* put needs first, then the lease.
                     if (p.ignore_value || p.ignore_lease) && self.mvcc.latest(&p.key).is_none() {
                         return Err(EtcdError::KeyNotFound);
                     }
+                    if p.lease != 0 && !self.leases.contains(p.lease) {
+                        return Err(EtcdError::LeaseNotFound);
+                    }
                 }
-                RequestOp::Range(r) => {
-                    self.check_read_revision(r.revision, self.current_revision())?
-                }
-                RequestOp::DeleteRange(_) => {}
-                RequestOp::Txn(nested) => self.check_path(nested, path, at)?,
+                RequestOp::Range(r) if !puts => self.check_txn_range_revision(r.revision)?,
+                RequestOp::Put(_) | RequestOp::Range(_) | RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(nested) => self.check_path(nested, path, at, puts)?,
             }
         }
         Ok(())
@@ -570,7 +603,8 @@ impl Store {
     fn apply_txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
         let mut path = Vec::new();
         self.txn_path(t, &mut path);
-        self.check_path(t, &path, &mut 0)?;
+        self.check_path(t, &path, &mut 0, true)?;
+        self.check_path(t, &path, &mut 0, false)?;
         let mut txn = WriteTxn {
             begin_revision: self.current_revision(),
             changes: 0,

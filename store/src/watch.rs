@@ -132,6 +132,22 @@ impl WatchHub {
         mvcc: &Mvcc,
     ) -> Result<i64, EtcdError> {
         let current = mvcc.current_revision();
+        if !req.range_end.is_empty() && req.range_end != [0] && req.key >= req.range_end {
+            // etcd answers an empty range with a created-and-canceled response for watch -1.
+            self.streams
+                .entry(stream_id)
+                .or_default()
+                .outbox
+                .push_back(WatchResponse {
+                    header: header(current),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "mvcc: watcher range is empty".into(),
+                    ..WatchResponse::default()
+                });
+            return Ok(-1);
+        }
         let on_stream = self
             .watchers
             .range((stream_id, i64::MIN)..=(stream_id, i64::MAX))
@@ -268,7 +284,7 @@ impl WatchHub {
                     watch_id: *watch_id,
                     canceled: true,
                     compact_revision: compact,
-                    cancel_reason: "mvcc: required revision has been compacted".to_string(),
+                    // etcd sets no cancel reason here: the compact revision says it all.
                     ..WatchResponse::default()
                 });
                 self.stats.compaction_cancels += 1;

@@ -134,9 +134,14 @@ impl Trace {
                 if r.created {
                     self.say(format!("{head} created @{}", r.header.revision));
                 } else if r.canceled {
+                    let reason = if r.cancel_reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.cancel_reason)
+                    };
                     self.say(format!(
-                        "{head} canceled, compact revision {} ({})",
-                        r.compact_revision, r.cancel_reason
+                        "{head} canceled, compact revision {}{reason}",
+                        r.compact_revision
                     ));
                 } else if r.is_progress_notify() {
                     self.say(format!("{head} progress @{}", r.header.revision));
