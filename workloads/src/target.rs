@@ -44,7 +44,8 @@ impl Clock {
         Clock::Simulated(now())
     }
 
-    /// A real clock starting now.
+    /// A real clock starting now, for runs against real etcd processes. The wall clock is
+    /// read here only; a simulated run never constructs this variant.
     pub fn real() -> Self {
         Clock::Real(std::time::Instant::now())
     }
