@@ -188,33 +188,35 @@ fn response_op_from_store(op: &api::ResponseOp) -> history::Response {
     }
 }
 
+/// An answer etcd (or the store) gave, in the history's terms: ok with the response and the
+/// header's revision.
+pub fn from_response(response: &api::Response) -> history::Outcome {
+    let revision = response.header().revision;
+    let response = match response {
+        api::Response::Range(r) => response_op_from_store(&api::ResponseOp::Range(r.clone())),
+        api::Response::Put(_) => history::Response::Put {},
+        api::Response::DeleteRange(d) => history::Response::Delete { deleted: d.deleted },
+        api::Response::Txn(t) => response_op_from_store(&api::ResponseOp::Txn(t.clone())),
+        api::Response::LeaseGrant(g) => history::Response::LeaseGrant {
+            id: g.id,
+            ttl: g.ttl,
+        },
+        api::Response::LeaseRevoke(_) => history::Response::LeaseRevoke {},
+        api::Response::Compact(_) => history::Response::Compact {},
+        api::Response::Alarm(_) => {
+            return history::Outcome::Failed {
+                error: "alarm responses are not recorded".into(),
+            }
+        }
+    };
+    history::Outcome::Ok { revision, response }
+}
+
 /// A client outcome in the history's terms.
 pub fn from_store(outcome: Outcome) -> history::Outcome {
     use faultline_store::node::protocol::ClientResponse;
     match outcome {
-        Outcome::Ok(ClientResponse::Kv(response)) => {
-            let revision = response.header().revision;
-            let response = match &response {
-                api::Response::Range(r) => {
-                    response_op_from_store(&api::ResponseOp::Range(r.clone()))
-                }
-                api::Response::Put(_) => history::Response::Put {},
-                api::Response::DeleteRange(d) => history::Response::Delete { deleted: d.deleted },
-                api::Response::Txn(t) => response_op_from_store(&api::ResponseOp::Txn(t.clone())),
-                api::Response::LeaseGrant(g) => history::Response::LeaseGrant {
-                    id: g.id,
-                    ttl: g.ttl,
-                },
-                api::Response::LeaseRevoke(_) => history::Response::LeaseRevoke {},
-                api::Response::Compact(_) => history::Response::Compact {},
-                api::Response::Alarm(_) => {
-                    return history::Outcome::Failed {
-                        error: "alarm responses are not recorded".into(),
-                    }
-                }
-            };
-            history::Outcome::Ok { revision, response }
-        }
+        Outcome::Ok(ClientResponse::Kv(response)) => from_response(&response),
         Outcome::Ok(other) => history::Outcome::Failed {
             error: format!("unexpected response {other:?}"),
         },
