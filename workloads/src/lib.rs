@@ -11,7 +11,9 @@ pub mod target;
 pub mod traffic;
 pub mod watching;
 
-pub use nemesis::{FaultProfile, Schedule, TimedFault};
+pub use nemesis::{
+    FaultProfile, ProcessEpisode, ProcessFault, ProcessFaults, Schedule, TimedFault,
+};
 pub use record::Recorder;
 pub use target::{Clock, Target};
 pub use traffic::{WorkloadConfig, WorkloadKind};
