@@ -46,7 +46,8 @@ pub struct RunVerdict {
 }
 
 impl RunVerdict {
-    fn push(&mut self, result: CheckerResult) {
+    /// Adds a verdict, counted by its kind.
+    pub fn push(&mut self, result: CheckerResult) {
         match result.status {
             Status::Violation(_) => self.safety_violations += 1,
             Status::Stuck(_) => self.liveness_failures += 1,

@@ -2,4 +2,5 @@
 
 pub mod check;
 pub mod etcd;
+pub mod real;
 pub mod run;

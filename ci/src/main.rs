@@ -1,15 +1,20 @@
-//! `faultline`: chaos runs on the reference store, and checks of recorded histories.
+//! `faultline`: chaos runs on the reference store (or, with `--target etcd`, on real etcd
+//! processes), and checks of recorded histories.
 //!
 //! Exit codes: 0 every check passed; 1 a safety violation; 3 a liveness failure; 4 the run
 //! itself crashed; 5 a verdict is unknown (the checker's budget ran out); 2 bad usage or input.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use faultline::check::{check_history, CheckOptions};
-use faultline::run::{simulate_run, write_artifacts, RunConfig};
+use faultline::real::{
+    judge_real_run, remove_member_data, run_real, write_real_artifacts, RealError,
+    NOT_DETERMINISTIC,
+};
+use faultline::run::{simulate_run, write_artifacts, RunConfig, RunTarget};
 use faultline_checkers::history::History;
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::PlantedBugs;
@@ -54,10 +59,15 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The seed: the same seed gives the same run.
+    /// What to run against: sim (the reference store in a deterministic simulation) or etcd
+    /// (1 or 3 real etcd processes on loopback, with kills and pauses; not deterministic).
+    #[arg(long, default_value = "sim", value_parser = RunTarget::parse)]
+    target: RunTarget,
+    /// The seed: the same seed gives the same run (in real mode: the same traffic and fault
+    /// choices, not the same timing).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Cluster members: 1, 3, 5 or 7.
+    /// Cluster members: 1, 3, 5 or 7 (1 or 3 with --target etcd).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Length of the fault phase in simulated time, e.g. 10s, 1500ms, 2m.
@@ -79,9 +89,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 10)]
     keys: u32,
     /// Watchers opening watches around the current revision (besides the informer and one
-    /// follower per member).
-    #[arg(long, default_value_t = 2)]
-    watchers: u32,
+    /// follower per member) [default: 2; real mode runs none].
+    #[arg(long)]
+    watchers: Option<u32>,
     /// Operation weights of the etcd-kv traffic that differ from the defaults, e.g.
     /// put=20,delete=20 (get, list, stale_get, put, delete, multi_txn, cas, lease_put,
     /// lease_revoke).
@@ -90,14 +100,15 @@ struct RunArgs {
     /// How often the compaction client compacts (0 turns it off).
     #[arg(long, default_value = "3s", value_parser = parse_duration_ms)]
     compact_every: u64,
-    /// Applied entries between snapshots.
-    #[arg(long, default_value_t = 1000)]
-    snapshot_entries: u64,
+    /// Applied entries between snapshots [default: 1000; simulation only].
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
     /// A planted bug to switch on (repeatable): stale-reads, watch-snapshot-replay,
     /// watch-compact-revision, watch-progress-overtakes, watch-duplicate-event.
     #[arg(long = "bug")]
     bugs: Vec<String>,
-    /// Where to write the history, schedule, trace and report.
+    /// Where to write the history, schedule, trace and report (in real mode also the etcd
+    /// members' logs, under etcd/).
     #[arg(long)]
     out: Option<PathBuf>,
     /// The checker's wall-time budget.
@@ -143,7 +154,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Options that only mean something in a simulation, refused in real mode with the reason.
+fn sim_only_options(args: &RunArgs) -> Result<(), String> {
+    if args.snapshot_entries.is_some() {
+        return Err(
+            "--snapshot-entries sets the reference store's snapshots; etcd keeps its own \
+             (--target etcd)"
+                .into(),
+        );
+    }
+    if !args.bugs.is_empty() {
+        return Err(
+            "--bug plants bugs in the reference store; a real etcd has only its own \
+             (--target etcd)"
+                .into(),
+        );
+    }
+    if args.watchers.is_some_and(|w| w > 0) {
+        return Err(
+            "real mode runs without watchers for now: drop --watchers (or pass --watchers 0) \
+             with --target etcd"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    if args.target == RunTarget::Etcd {
+        if let Err(e) = sim_only_options(&args) {
+            eprintln!("faultline: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut bugs = PlantedBugs::default();
     for bug in &args.bugs {
         if let Err(e) = bugs.enable(bug) {
@@ -152,6 +195,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     let config = RunConfig {
+        target: args.target,
         seed: args.seed,
         nodes: args.nodes,
         duration_ms: args.duration,
@@ -160,12 +204,17 @@ fn run(args: RunArgs) -> ExitCode {
             clients: args.clients,
             rate_per_client: args.rate,
             keys: args.keys,
-            watchers: args.watchers,
+            watchers: match args.target {
+                RunTarget::Sim => args.watchers.unwrap_or(WorkloadConfig::default().watchers),
+                RunTarget::Etcd => 0,
+            },
             mix: args.mix.unwrap_or_default(),
             compact_every_ms: args.compact_every,
             ..WorkloadConfig::default()
         },
-        snapshot_entries: args.snapshot_entries,
+        snapshot_entries: args
+            .snapshot_entries
+            .unwrap_or(RunConfig::default().snapshot_entries),
         faults: args.faults,
         bugs,
         check_timeout_ms: args.check_timeout,
@@ -174,6 +223,9 @@ fn run(args: RunArgs) -> ExitCode {
     if let Err(e) = config.validate() {
         eprintln!("faultline: {e}");
         return ExitCode::from(2);
+    }
+    if config.target == RunTarget::Etcd {
+        return run_real_mode(&config, args.out.as_deref());
     }
     say!("faultline run: seed {}", config.seed);
     say!(
@@ -209,6 +261,90 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     say!("reproduce: {}", config.command());
+    ExitCode::from(verdict.exit_code())
+}
+
+/// `faultline run --target etcd`: real etcd processes, real faults, the same checkers.
+fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
+    say!("faultline run --target etcd: seed {}", config.seed);
+    say!("{NOT_DETERMINISTIC}");
+    say!(
+        "options: {}",
+        serde_json::to_string(config).expect("configs serialise")
+    );
+    // The members keep their data and logs beside the artifacts, or in a directory of their own
+    // that goes away after the run.
+    let (cluster_dir, temporary) = match out {
+        Some(dir) => (dir.join("etcd"), false),
+        None => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir =
+                std::env::temp_dir().join(format!("faultline-etcd-{}-{stamp}", std::process::id()));
+            (dir, true)
+        }
+    };
+    let output = run_real(config, &cluster_dir);
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => {
+            if temporary {
+                let _ = std::fs::remove_dir_all(&cluster_dir);
+            }
+            return match e {
+                RealError::Setup(e) => {
+                    eprintln!("faultline: {e}");
+                    ExitCode::from(2)
+                }
+                RealError::Run(e) => {
+                    eprintln!("the run crashed: {e}");
+                    eprintln!("member logs: {}", cluster_dir.display());
+                    eprintln!("rerun: {}", config.command());
+                    ExitCode::from(4)
+                }
+            };
+        }
+    };
+    say!("trace:");
+    for line in &output.trace {
+        say!("{line}");
+    }
+    let options = CheckOptions {
+        timeout_ms: config.check_timeout_ms,
+    };
+    let mut verdict = judge_real_run(config, &output, &options);
+    verdict.footer.push(if temporary {
+        "member logs: removed with their temporary directory (--out keeps them)".to_string()
+    } else {
+        format!("member logs: {}", cluster_dir.display())
+    });
+    let report = verdict.render();
+    say!("{report}");
+    if temporary {
+        let _ = std::fs::remove_dir_all(&cluster_dir);
+    } else if verdict.passed() {
+        // Keep the members' logs; their data (64 MB of preallocated WAL each) only when the
+        // verdict needs looking into.
+        remove_member_data(&cluster_dir, config.nodes);
+    }
+    if let Some(dir) = out {
+        match write_real_artifacts(dir, config, &output, &report) {
+            Ok(files) => {
+                for f in files {
+                    say!("wrote {}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("faultline: writing artifacts to {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    say!(
+        "rerun (same traffic and fault choices, new timing): {}",
+        config.command()
+    );
     ExitCode::from(verdict.exit_code())
 }
 

@@ -29,9 +29,40 @@ use faultline_workloads::{
 };
 use serde::{Deserialize, Serialize};
 
+/// What a run drives its traffic and faults against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunTarget {
+    /// The reference store in a deterministic simulation.
+    #[default]
+    Sim,
+    /// Real etcd processes on loopback (see `crate::real`); not deterministic.
+    Etcd,
+}
+
+impl RunTarget {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "sim" => Ok(RunTarget::Sim),
+            "etcd" => Ok(RunTarget::Etcd),
+            other => Err(format!("unknown target {other:?}; known: sim, etcd")),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunTarget::Sim => "sim",
+            RunTarget::Etcd => "etcd",
+        }
+    }
+}
+
 /// Everything that determines a run; printed and saved with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// Absent in configs saved before real mode existed: those were simulations.
+    #[serde(default)]
+    pub target: RunTarget,
     pub seed: u64,
     pub nodes: usize,
     /// Length of the fault phase, simulated.
@@ -50,6 +81,7 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
+            target: RunTarget::Sim,
             seed: 1,
             nodes: 3,
             duration_ms: 10_000,
@@ -66,8 +98,27 @@ impl Default for RunConfig {
 impl RunConfig {
     /// Checks the options a user gave; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if !matches!(self.nodes, 1 | 3 | 5 | 7) {
-            return Err(format!("--nodes must be 1, 3, 5 or 7 (got {})", self.nodes));
+        match self.target {
+            RunTarget::Sim if !matches!(self.nodes, 1 | 3 | 5 | 7) => {
+                return Err(format!("--nodes must be 1, 3, 5 or 7 (got {})", self.nodes));
+            }
+            RunTarget::Etcd if !matches!(self.nodes, 1 | 3) => {
+                return Err(format!(
+                    "--nodes must be 1 or 3 with --target etcd (got {}): real mode starts that \
+                     many local etcd processes",
+                    self.nodes
+                ));
+            }
+            _ => {}
+        }
+        if self.target == RunTarget::Etcd {
+            // Only kills and pauses can be done to real processes.
+            faultline_workloads::ProcessFaults::new(self.seed, self.faults, self.nodes)?;
+        }
+        if self.target == RunTarget::Etcd && !self.bugs.enabled().is_empty() {
+            return Err(
+                "--bug plants bugs in the reference store; a real etcd has only its own".into(),
+            );
         }
         if self.duration_ms < 1_000 || self.duration_ms > 3_600_000 {
             return Err(format!(
@@ -104,8 +155,12 @@ impl RunConfig {
 
     /// The command line that reproduces this run.
     pub fn command(&self) -> String {
+        let target = match self.target {
+            RunTarget::Sim => String::new(),
+            RunTarget::Etcd => " --target etcd".to_string(),
+        };
         let mut cmd = format!(
-            "faultline run --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
+            "faultline run{target} --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
             self.seed,
             self.nodes,
             self.duration_ms,
@@ -128,7 +183,9 @@ impl RunConfig {
         if self.snapshot_entries != RunConfig::default().snapshot_entries {
             cmd.push_str(&format!(" --snapshot-entries {}", self.snapshot_entries));
         }
-        if self.workload.watchers != WorkloadConfig::default().watchers {
+        if self.workload.watchers != WorkloadConfig::default().watchers
+            && self.target == RunTarget::Sim
+        {
             cmd.push_str(&format!(" --watchers {}", self.workload.watchers));
         }
         for bug in self.bugs.enabled() {
