@@ -314,24 +314,7 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         status,
         summary,
     });
-    let (status, summary) = match &output.liveness {
-        Ok(took) => (
-            Status::Pass,
-            format!(
-                "write and read committed {:.3}s after healing",
-                took.as_secs_f64()
-            ),
-        ),
-        Err(e) => (
-            Status::Stuck(e.clone()),
-            "healed cluster did not serve".to_string(),
-        ),
-    };
-    verdict.push(CheckerResult {
-        checker: "liveness",
-        status,
-        summary,
-    });
+    verdict.push(liveness_result(&output.liveness));
     verdict
         .footer
         .push("watches (events, responses, resumes, compaction cancels, progress):".into());
@@ -362,4 +345,27 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         .footer
         .push(format!("trace hash: {:016x}", output.trace_hash));
     verdict
+}
+
+/// The liveness verdict of a run's heal phase: how long the healed cluster took to commit a
+/// write and a read, or why it did not.
+pub fn liveness_result(liveness: &Result<std::time::Duration, String>) -> CheckerResult {
+    let (status, summary) = match liveness {
+        Ok(took) => (
+            Status::Pass,
+            format!(
+                "write and read committed {:.3}s after healing",
+                took.as_secs_f64()
+            ),
+        ),
+        Err(e) => (
+            Status::Stuck(e.clone()),
+            "healed cluster did not serve".to_string(),
+        ),
+    };
+    CheckerResult {
+        checker: "liveness",
+        status,
+        summary,
+    }
 }

@@ -28,6 +28,25 @@ macro_rules! say {
     }};
 }
 
+/// Says which artifacts were written, or why they could not be (exit code 2).
+fn listed(
+    dir: &std::path::Path,
+    written: std::io::Result<Vec<std::path::PathBuf>>,
+) -> Result<(), ExitCode> {
+    match written {
+        Ok(files) => {
+            for f in files {
+                say!("wrote {}", f.display());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("faultline: writing artifacts to {}: {e}", dir.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "faultline",
@@ -248,16 +267,8 @@ fn run(args: RunArgs) -> ExitCode {
     let report = verdict.render();
     say!("{report}");
     if let Some(dir) = &args.out {
-        match write_artifacts(dir, &config, &output, &report) {
-            Ok(files) => {
-                for f in files {
-                    say!("wrote {}", f.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("faultline: writing artifacts to {}: {e}", dir.display());
-                return ExitCode::from(2);
-            }
+        if let Err(code) = listed(dir, write_artifacts(dir, &config, &output, &report)) {
+            return code;
         }
     }
     say!("reproduce: {}", config.command());
@@ -329,16 +340,8 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
         remove_member_data(&cluster_dir, config.nodes);
     }
     if let Some(dir) = out {
-        match write_real_artifacts(dir, config, &output, &report) {
-            Ok(files) => {
-                for f in files {
-                    say!("wrote {}", f.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("faultline: writing artifacts to {}: {e}", dir.display());
-                return ExitCode::from(2);
-            }
+        if let Err(code) = listed(dir, write_real_artifacts(dir, config, &output, &report)) {
+            return code;
         }
     }
     say!(

@@ -22,10 +22,10 @@ use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client}
 use faultline_workloads::{Clock, ProcessFault, ProcessFaults, Recorder, WorkloadKind};
 use serde::{Deserialize, Serialize};
 
-use crate::check::{check_history, CheckOptions, CheckerResult, RunVerdict, Status};
+use crate::check::{check_history, liveness_result, CheckOptions, RunVerdict};
 use crate::etcd::process::{etcd_binary, etcd_version, EtcdCluster, MemberState, ProcessError};
 use crate::etcd::target::{EtcdTarget, TargetConfig};
-use crate::run::{RunConfig, RunTarget};
+use crate::run::{ArtifactWriter, RunConfig, RunTarget};
 
 /// The line every real-mode summary carries.
 pub const NOT_DETERMINISTIC: &str =
@@ -572,24 +572,7 @@ pub fn judge_real_run(
     ];
     header.append(&mut verdict.header);
     verdict.header = header;
-    let (status, summary) = match &output.liveness {
-        Ok(took) => (
-            Status::Pass,
-            format!(
-                "write and read committed {:.3}s after healing",
-                took.as_secs_f64()
-            ),
-        ),
-        Err(e) => (
-            Status::Stuck(e.clone()),
-            "healed cluster did not serve".to_string(),
-        ),
-    };
-    verdict.push(CheckerResult {
-        checker: "liveness",
-        status,
-        summary,
-    });
+    verdict.push(liveness_result(&output.liveness));
     verdict.footer.push("faults:".to_string());
     if output.faults.is_empty() {
         verdict.footer.push("  (no faults)".to_string());
@@ -613,30 +596,11 @@ pub fn write_real_artifacts(
     output: &RealOutput,
     report: &str,
 ) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    let mut written = Vec::new();
-    let history = dir.join("history.jsonl");
-    output
-        .history
-        .write_to(std::io::BufWriter::new(std::fs::File::create(&history)?))?;
-    written.push(history);
-    let faults = dir.join("faults.json");
-    std::fs::write(
-        &faults,
-        serde_json::to_string_pretty(&output.faults).expect("faults serialise"),
-    )?;
-    written.push(faults);
-    let trace = dir.join("trace.txt");
-    std::fs::write(&trace, output.trace.join("\n") + "\n")?;
-    written.push(trace);
-    let config_file = dir.join("config.json");
-    std::fs::write(
-        &config_file,
-        serde_json::to_string_pretty(config).expect("configs serialise"),
-    )?;
-    written.push(config_file);
-    let report_file = dir.join("report.txt");
-    std::fs::write(&report_file, report)?;
-    written.push(report_file);
-    Ok(written)
+    let mut out = ArtifactWriter::new(dir)?;
+    out.lines("history.jsonl", |w| output.history.write_to(w))?;
+    out.json("faults.json", &output.faults)?;
+    out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
+    out.json("config.json", config)?;
+    out.text("report.txt", report)?;
+    Ok(out.finish())
 }

@@ -459,42 +459,66 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     }
 }
 
-/// Writes a run's artifacts to `dir`: the history, the schedule, the trace and the config.
+/// Writes a run's files into one directory and lists what it wrote.
+#[derive(Debug)]
+pub struct ArtifactWriter {
+    dir: PathBuf,
+    written: Vec<PathBuf>,
+}
+
+impl ArtifactWriter {
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(ArtifactWriter {
+            dir: dir.to_path_buf(),
+            written: Vec::new(),
+        })
+    }
+
+    /// `name`, written by `write` (a history or watch streams in JSON Lines).
+    pub fn lines(
+        &mut self,
+        name: &str,
+        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let path = self.dir.join(name);
+        write(std::io::BufWriter::new(std::fs::File::create(&path)?))?;
+        self.written.push(path);
+        Ok(())
+    }
+
+    /// `name` as pretty JSON.
+    pub fn json<T: Serialize>(&mut self, name: &str, value: &T) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+        self.text(name, &text)
+    }
+
+    pub fn text(&mut self, name: &str, text: &str) -> std::io::Result<()> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text)?;
+        self.written.push(path);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<PathBuf> {
+        self.written
+    }
+}
+
+/// Writes a run's artifacts to `dir`: the history, the schedule, the watch streams, the trace,
+/// the config and the report.
 pub fn write_artifacts(
     dir: &Path,
     config: &RunConfig,
     output: &SimOutput,
     report: &str,
 ) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    let mut written = Vec::new();
-    let history = dir.join("history.jsonl");
-    output
-        .history
-        .write_to(std::io::BufWriter::new(std::fs::File::create(&history)?))?;
-    written.push(history);
-    let schedule = dir.join("schedule.json");
-    std::fs::write(
-        &schedule,
-        serde_json::to_string_pretty(&output.schedule).expect("schedules serialise"),
-    )?;
-    written.push(schedule);
-    let watches = dir.join("watches.jsonl");
-    output
-        .watches
-        .write_to(std::io::BufWriter::new(std::fs::File::create(&watches)?))?;
-    written.push(watches);
-    let trace = dir.join("trace.txt");
-    std::fs::write(&trace, output.trace.join("\n") + "\n")?;
-    written.push(trace);
-    let config_file = dir.join("config.json");
-    std::fs::write(
-        &config_file,
-        serde_json::to_string_pretty(config).expect("configs serialise"),
-    )?;
-    written.push(config_file);
-    let report_file = dir.join("report.txt");
-    std::fs::write(&report_file, report)?;
-    written.push(report_file);
-    Ok(written)
+    let mut out = ArtifactWriter::new(dir)?;
+    out.lines("history.jsonl", |w| output.history.write_to(w))?;
+    out.json("schedule.json", &output.schedule)?;
+    out.lines("watches.jsonl", |w| output.watches.write_to(w))?;
+    out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
+    out.json("config.json", config)?;
+    out.text("report.txt", report)?;
+    Ok(out.finish())
 }

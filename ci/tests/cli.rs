@@ -1,18 +1,8 @@
 //! The `faultline` binary as a user runs it: exit codes, the reproduce line, artifacts, errors.
 
-use std::process::Command;
+mod common;
 
-fn faultline(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .output()
-        .expect("faultline runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::faultline;
 
 #[test]
 fn run_with_defaults_passes_prints_the_verdicts_and_the_reproducing_command() {

@@ -5,19 +5,10 @@
 //! it the test fails and says how to install it: a skipped test would hide that real mode went
 //! untested.
 
-use std::process::Command;
+mod common;
 
-fn faultline(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .output()
-        .expect("faultline runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::faultline;
+use std::process::Command;
 
 fn require_etcd() {
     let binary = std::env::var("FAULTLINE_ETCD").unwrap_or_else(|_| "etcd".to_string());

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use std::process::Command;
+
 use faultline::check::{judge_run, CheckOptions, RunVerdict};
 use faultline::run::{simulate_run, RunConfig};
 
@@ -39,4 +41,17 @@ pub fn judge(config: &RunConfig) -> RunVerdict {
         )
     });
     judge_run(config, &output, &CheckOptions { timeout_ms: 30_000 })
+}
+
+/// Runs the `faultline` binary: its exit code, stdout and stderr.
+pub fn faultline(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(args)
+        .output()
+        .expect("faultline runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
