@@ -18,7 +18,7 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use faultline::etcd::convert::{self, Namespace, RpcError};
+use faultline::etcd::convert::{self, Namespace, RpcError, WatchExpectation};
 use faultline::etcd::process::{etcd_binary, etcd_version, EtcdCluster};
 use faultline_store::api::*;
 use faultline_store::{Store, StoreConfig};
@@ -441,8 +441,11 @@ impl EtcdSide<'_> {
             }
             Op::Watch(request) => {
                 let expected = match store_saw {
-                    Observed::Watch(replay) => replay.events.len(),
-                    _ => 0,
+                    Observed::Watch(replay) => WatchExpectation {
+                        events: replay.events.len(),
+                        canceled: replay.canceled,
+                    },
+                    _ => WatchExpectation::default(),
                 };
                 match convert::watch_replay(
                     self.client,

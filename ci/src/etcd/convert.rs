@@ -465,19 +465,28 @@ pub async fn time_to_live(
     })
 }
 
+/// What a watch replay should bring, as far as the caller knows: how many events, and whether a
+/// cancel (a compacted start) ends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchExpectation {
+    pub events: usize,
+    pub canceled: bool,
+}
+
 /// Opens a watch and returns its responses until it has caught up with the present: the created
 /// response, historical events, and a cancel if there is one.
 ///
 /// etcd 3.4 answers a progress request at once, even for a watcher still catching up (etcd issue
 /// 15220, fixed in 3.5), so a progress response cannot mark the end of a replay. Instead the
-/// caller says how many events it expects: the replay ends once that many arrived and the stream
-/// then stayed quiet for a moment, or once it stayed quiet for longer than etcd's 100 ms sync
-/// period while fewer arrived, or at `timeout`.
+/// caller says what it expects: until the created response, that many events and the expected
+/// cancel have arrived, the replay waits (up to `timeout`, so a slow etcd is never mistaken for
+/// a missing event); then it ends once the stream stays quiet, for 20 ms after the expected
+/// events, or for 250 ms (longer than etcd's 100 ms sync period) when none were expected.
 pub async fn watch_replay(
     client: &mut ec::Client,
     ns: &Namespace,
     request: &api::WatchCreateRequest,
-    expected_events: usize,
+    expect: WatchExpectation,
     timeout: Duration,
 ) -> Result<Vec<api::WatchResponse>, RpcError> {
     let mut options =
@@ -505,15 +514,18 @@ pub async fn watch_replay(
     )
     .await
     .map_err(|_| RpcError::timeout("opening a watch"))??;
-    let mut responses = Vec::new();
+    let mut responses: Vec<api::WatchResponse> = Vec::new();
     let mut events = 0;
     loop {
-        let quiet = if events >= expected_events && expected_events > 0 {
-            Duration::from_millis(20)
+        let created = responses.iter().any(|r| r.created);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let wait = if !created || events < expect.events || expect.canceled {
+            left
+        } else if expect.events > 0 {
+            Duration::from_millis(20).min(left)
         } else {
-            Duration::from_millis(250)
+            Duration::from_millis(250).min(left)
         };
-        let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         match tokio::time::timeout(wait, stream.message()).await {
             Err(_) => return Ok(responses),
             Ok(message) => {
