@@ -825,7 +825,7 @@ impl EtcdModel {
 }
 
 /// Whether an acknowledged request with this response certainly bumped the revision.
-fn bumped(request: &Request, response: &Response) -> bool {
+pub(crate) fn bumped(request: &Request, response: &Response) -> bool {
     match (request, response) {
         (Request::Put { .. }, Response::Put {}) => true,
         (Request::Delete { .. }, Response::Delete { deleted }) => *deleted > 0,

@@ -13,4 +13,5 @@ mod jsonl;
 pub mod kv;
 pub mod linearizability;
 pub mod register;
+pub mod resolve;
 pub mod watch;
