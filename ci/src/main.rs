@@ -73,6 +73,11 @@ enum Command {
         /// the committed history reconstructed from both files.
         #[arg(long)]
         watches: Option<PathBuf>,
+        /// A watch of every key from revision 1 (JSON Lines of {"revision","key","value",
+        /// "delete"}, as real mode writes in keyspace-watch.jsonl) that settles writes of
+        /// unknown outcome before checking.
+        #[arg(long)]
+        keyspace_watch: Option<PathBuf>,
     },
 }
 
@@ -169,7 +174,8 @@ fn main() -> ExitCode {
             file,
             timeout,
             watches,
-        } => check(file, timeout, watches),
+            keyspace_watch,
+        } => check(file, timeout, watches, keyspace_watch),
     }
 }
 
@@ -351,7 +357,12 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
     ExitCode::from(verdict.exit_code())
 }
 
-fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>) -> ExitCode {
+fn check(
+    file: PathBuf,
+    timeout_ms: u64,
+    watches: Option<PathBuf>,
+    keyspace_watch: Option<PathBuf>,
+) -> ExitCode {
     fn open(file: &PathBuf) -> Result<std::io::BufReader<std::fs::File>, ExitCode> {
         std::fs::File::open(file)
             .map(std::io::BufReader::new)
@@ -372,6 +383,22 @@ fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>) -> ExitCode {
         None => None,
         Some(path) => match open(&path).map(WatchHistory::read_from) {
             Ok(Ok(w)) => Some(w),
+            Ok(Err(e)) => {
+                eprintln!("faultline: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            Err(code) => return code,
+        },
+    };
+    let history = match keyspace_watch {
+        None => history,
+        Some(path) => match open(&path).map(faultline_checkers::resolve::read_events) {
+            Ok(Ok(events)) => {
+                let (resolved, resolution) =
+                    faultline_checkers::resolve::resolve_unknown_writes(&history, &events);
+                say!("{}", resolution.summary());
+                resolved
+            }
             Ok(Err(e)) => {
                 eprintln!("faultline: {}: {e}", path.display());
                 return ExitCode::from(2);

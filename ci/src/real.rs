@@ -18,11 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faultline_checkers::history::{History, Outcome as HistoryOutcome, Request as HistoryRequest};
+use faultline_checkers::resolve::resolve_unknown_writes;
 use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client};
 use faultline_workloads::{Clock, ProcessFault, ProcessFaults, Recorder, WorkloadKind};
 use serde::{Deserialize, Serialize};
 
 use crate::check::{check_history, liveness_result, CheckOptions, RunVerdict};
+use crate::etcd::keyspace::{KeyspaceRecord, KeyspaceWatch};
 use crate::etcd::process::{etcd_binary, etcd_version, EtcdCluster, MemberState, ProcessError};
 use crate::etcd::target::{EtcdTarget, TargetConfig};
 use crate::run::{ArtifactWriter, RunConfig, RunTarget};
@@ -91,6 +93,8 @@ pub struct RealOutput {
     pub liveness: Result<Duration, String>,
     /// Where the members kept their data and logs.
     pub cluster_dir: PathBuf,
+    /// A watch of every key through the run, which settles writes of unknown outcome.
+    pub keyspace: KeyspaceRecord,
 }
 
 impl RealOutput {
@@ -330,6 +334,7 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
             ))
         })
         .collect();
+    let keyspace = KeyspaceWatch::start(endpoints.clone());
     let target = EtcdTarget::new(endpoints.clone(), TargetConfig::default());
     let until = Duration::from_millis(config.duration_ms);
     let mut workers = Vec::new();
@@ -469,11 +474,31 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
     for monitor in monitors {
         monitor.abort();
     }
+    let operations = recorder.operations();
+    let last_revision = operations
+        .iter()
+        .filter_map(|op| match &op.outcome {
+            HistoryOutcome::Ok { revision, .. } => Some(*revision),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1);
+    let keyspace = keyspace.finish(last_revision, bound).await;
+    trace.log(format!(
+        "keyspace watch: {} events through revision {}, {} resumes{}",
+        keyspace.events.len(),
+        keyspace.next_revision - 1,
+        keyspace.resumes,
+        keyspace
+            .compacted_at
+            .map(|r| format!(", overtaken by compaction at {r}"))
+            .unwrap_or_default()
+    ));
     let leader_changes = view.lock().expect("leader view").changes;
     drop(cluster);
 
     let mut history = History {
-        operations: recorder.operations(),
+        operations,
         ..History::default()
     };
     history.meta.insert("seed".into(), config.seed.to_string());
@@ -492,6 +517,7 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
         leader_changes,
         liveness,
         cluster_dir: dir,
+        keyspace,
     })
 }
 
@@ -544,7 +570,8 @@ pub fn judge_real_run(
     options: &CheckOptions,
 ) -> RunVerdict {
     let started = Instant::now();
-    let mut verdict = check_history(&output.history, None, options);
+    let (resolved, resolution) = resolve_unknown_writes(&output.history, &output.keyspace.events);
+    let mut verdict = check_history(&resolved, None, options);
     let (kills, pauses) = output.fault_counts();
     let mut header = vec![
         NOT_DETERMINISTIC.to_string(),
@@ -569,6 +596,7 @@ pub fn judge_real_run(
         "checkers: linearizability (with revisions and stale reads), liveness; not run: watch, \
          watch ground truth, replica convergence (they need the simulation's ground truth)"
             .to_string(),
+        resolution.summary(),
     ];
     header.append(&mut verdict.header);
     verdict.header = header;
@@ -598,6 +626,13 @@ pub fn write_real_artifacts(
 ) -> std::io::Result<Vec<PathBuf>> {
     let mut out = ArtifactWriter::new(dir)?;
     out.lines("history.jsonl", |w| output.history.write_to(w))?;
+    out.lines("keyspace-watch.jsonl", |mut w| {
+        for event in &output.keyspace.events {
+            serde_json::to_writer(&mut w, event).map_err(std::io::Error::other)?;
+            std::io::Write::write_all(&mut w, b"\n")?;
+        }
+        std::io::Write::flush(&mut w)
+    })?;
     out.json("faults.json", &output.faults)?;
     out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
     out.json("config.json", config)?;

@@ -82,6 +82,22 @@ fn a_three_member_etcd_under_kills_and_pauses_passes_every_checker() {
         .unwrap_or_else(|| panic!("no linearizability verdict:\n{report}"));
     assert!(linearizability.contains("PASS"), "{report}");
     assert!(report.contains("verdict: PASS"), "{report}");
+    // The keyspace watch followed every revision through kills and pauses, so it could settle
+    // the writes whose replies were lost.
+    let settled = report
+        .lines()
+        .find(|l| l.contains("settled by a watch of every key"))
+        .unwrap_or_else(|| panic!("no keyspace-watch line in the report:\n{report}"));
+    assert!(
+        settled.contains("the watch saw every revision through"),
+        "{settled}"
+    );
+    let watched = std::fs::read_to_string(dir.join("keyspace-watch.jsonl")).expect("watch written");
+    assert!(
+        watched.lines().count() >= 100,
+        "{} events",
+        watched.lines().count()
+    );
     // The members' logs stay beside the artifacts; their data goes once the run passed.
     assert!(dir.join("etcd/m1.log").exists());
     assert!(!dir.join("etcd/m1.etcd").exists());

@@ -3,5 +3,6 @@
 //! nothing here runs inside madsim.
 
 pub mod convert;
+pub mod keyspace;
 pub mod process;
 pub mod target;
