@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcd::bumped;
 use crate::history::{History, Outcome, Request, Response};
+use crate::watch::{EventKind, WatchHistory, WatchItem};
 
 /// One event of a watch of every key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,31 +66,28 @@ impl Resolution {
     }
 }
 
-/// Reads a keyspace watch: one [`WatchedEvent`] as JSON per line (blank lines skipped). A bad
-/// line is an error naming it.
-pub fn read_events(reader: impl std::io::BufRead) -> Result<Vec<WatchedEvent>, String> {
-    let mut events = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| format!("line {}: {e}", i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: WatchedEvent = serde_json::from_str(&line).map_err(|e| {
-            format!(
-                "line {}: not a watched event ({{\"revision\":N,\"key\":..,\"value\":..}}): {e}",
-                i + 1
-            )
-        })?;
-        if event.revision < 1 {
-            return Err(format!(
-                "line {}: revision {} is not a revision",
-                i + 1,
-                event.revision
-            ));
-        }
-        events.push(event);
-    }
-    Ok(events)
+/// The events of the first watch in `watches` that covers every key from revision 1 (key and
+/// range end `"\0"`), in the order received; `None` if there is no such watch.
+pub fn keyspace_events(watches: &WatchHistory) -> Option<Vec<WatchedEvent>> {
+    let watch = watches
+        .watches
+        .iter()
+        .find(|w| w.key == "\0" && w.range_end.as_deref() == Some("\0") && w.start_revision == 1)?;
+    let events = watch
+        .items
+        .iter()
+        .flat_map(|item| match item {
+            WatchItem::Events { events, .. } => events.as_slice(),
+            _ => &[],
+        })
+        .map(|e| WatchedEvent {
+            revision: e.revision(),
+            key: e.kv.key.clone(),
+            value: e.kv.value.clone(),
+            delete: e.kind == EventKind::Delete,
+        })
+        .collect();
+    Some(events)
 }
 
 /// The puts of a request (both branches of a txn), as (key, value).
@@ -290,14 +288,50 @@ mod tests {
     }
 
     #[test]
-    fn a_keyspace_watch_file_reads_back_and_a_bad_line_is_named() {
-        let text = "{\"revision\":2,\"key\":\"a\",\"value\":\"v\"}\n\n{\"revision\":3,\"key\":\"a\",\"delete\":true}\n";
-        let events = read_events(text.as_bytes()).expect("reads");
-        assert_eq!(events.len(), 2);
-        assert!(events[1].delete);
-        let bad = read_events("{\"revision\":2,\"key\":\"a\"}\n{\"rev\":3}\n".as_bytes());
-        assert!(bad.unwrap_err().starts_with("line 2:"));
-        assert!(read_events("{\"revision\":0,\"key\":\"a\"}".as_bytes()).is_err());
+    fn the_events_come_from_the_watch_of_every_key_from_revision_1() {
+        use crate::history::Kv;
+        use crate::watch::{WatchEvent, WatchRecord};
+        let watch = |key: &str, start_revision: i64, value: &str| WatchRecord {
+            id: 0,
+            client: 0,
+            key: key.into(),
+            range_end: Some("\0".into()),
+            start_revision,
+            prev_kv: false,
+            progress_notify: false,
+            no_put: false,
+            no_delete: false,
+            opened_ns: 0,
+            opened_revision: None,
+            items: vec![WatchItem::Events {
+                at_ns: 1,
+                member: 1,
+                header_revision: 2,
+                events: vec![WatchEvent {
+                    kind: EventKind::Put,
+                    kv: Kv {
+                        key: "a".into(),
+                        value: value.into(),
+                        create_revision: 2,
+                        mod_revision: 2,
+                        version: 1,
+                        lease: 0,
+                    },
+                    prev_kv: None,
+                }],
+            }],
+            follows_to_end: true,
+        };
+        let watches = WatchHistory {
+            meta: BTreeMap::new(),
+            watches: vec![watch("a", 1, "other"), watch("\0", 1, "v")],
+        };
+        assert_eq!(keyspace_events(&watches), Some(vec![event(2, "a", "v")]));
+        let none = WatchHistory {
+            meta: BTreeMap::new(),
+            watches: vec![watch("\0", 2, "v")],
+        };
+        assert_eq!(keyspace_events(&none), None);
     }
 
     #[test]

@@ -73,11 +73,10 @@ enum Command {
         /// the committed history reconstructed from both files.
         #[arg(long)]
         watches: Option<PathBuf>,
-        /// A watch of every key from revision 1 (JSON Lines of {"revision","key","value",
-        /// "delete"}, as real mode writes in keyspace-watch.jsonl) that settles writes of
-        /// unknown outcome before checking.
-        #[arg(long)]
-        keyspace_watch: Option<PathBuf>,
+        /// Settle writes of unknown outcome with the watch of every key from revision 1 in
+        /// --watches (real mode records one) before checking.
+        #[arg(long, requires = "watches")]
+        settle: bool,
     },
 }
 
@@ -174,8 +173,8 @@ fn main() -> ExitCode {
             file,
             timeout,
             watches,
-            keyspace_watch,
-        } => check(file, timeout, watches, keyspace_watch),
+            settle,
+        } => check(file, timeout, watches, settle),
     }
 }
 
@@ -357,12 +356,7 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
     ExitCode::from(verdict.exit_code())
 }
 
-fn check(
-    file: PathBuf,
-    timeout_ms: u64,
-    watches: Option<PathBuf>,
-    keyspace_watch: Option<PathBuf>,
-) -> ExitCode {
+fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool) -> ExitCode {
     fn open(file: &PathBuf) -> Result<std::io::BufReader<std::fs::File>, ExitCode> {
         std::fs::File::open(file)
             .map(std::io::BufReader::new)
@@ -390,21 +384,23 @@ fn check(
             Err(code) => return code,
         },
     };
-    let history = match keyspace_watch {
-        None => history,
-        Some(path) => match open(&path).map(faultline_checkers::resolve::read_events) {
-            Ok(Ok(events)) => {
+    let history = match (settle, &watches) {
+        (true, Some(watches)) => match faultline_checkers::resolve::keyspace_events(watches) {
+            Some(events) => {
                 let (resolved, resolution) =
                     faultline_checkers::resolve::resolve_unknown_writes(&history, &events);
                 say!("{}", resolution.summary());
                 resolved
             }
-            Ok(Err(e)) => {
-                eprintln!("faultline: {}: {e}", path.display());
+            None => {
+                eprintln!(
+                    "faultline: --settle needs a watch of every key from revision 1 (key and \
+                     range_end \"\\u0000\", start_revision 1) in the --watches file"
+                );
                 return ExitCode::from(2);
             }
-            Err(code) => return code,
         },
+        _ => history,
     };
     let verdict = check_history(&history, watches.as_ref(), &CheckOptions { timeout_ms });
     say!("{}", verdict.render());

@@ -12,13 +12,15 @@
 //! convergence, the watch checks against what members committed) cannot run; the history is
 //! judged for linearizability (with revisions and stale reads) and the run for liveness.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faultline_checkers::history::{History, Outcome as HistoryOutcome, Request as HistoryRequest};
-use faultline_checkers::resolve::resolve_unknown_writes;
+use faultline_checkers::resolve::{keyspace_events, resolve_unknown_writes};
+use faultline_checkers::watch::{WatchHistory, WatchItem};
 use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client};
 use faultline_workloads::{Clock, ProcessFault, ProcessFaults, Recorder, WorkloadKind};
 use serde::{Deserialize, Serialize};
@@ -93,8 +95,11 @@ pub struct RealOutput {
     pub liveness: Result<Duration, String>,
     /// Where the members kept their data and logs.
     pub cluster_dir: PathBuf,
-    /// A watch of every key through the run, which settles writes of unknown outcome.
+    /// A watch of every key through the run: judged by the watch checkers, and what settles
+    /// writes of unknown outcome.
     pub keyspace: KeyspaceRecord,
+    /// The keyspace watch in the watch history format.
+    pub watches: WatchHistory,
 }
 
 impl RealOutput {
@@ -334,7 +339,8 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
             ))
         })
         .collect();
-    let keyspace = KeyspaceWatch::start(endpoints.clone());
+    // The watch is client 0, which no traffic client uses.
+    let keyspace = KeyspaceWatch::start(endpoints.clone(), clock, 0, 0);
     let target = EtcdTarget::new(endpoints.clone(), TargetConfig::default());
     let until = Duration::from_millis(config.duration_ms);
     let mut workers = Vec::new();
@@ -484,9 +490,21 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
         .max()
         .unwrap_or(1);
     let keyspace = keyspace.finish(last_revision, bound).await;
+    let watches = WatchHistory {
+        meta: BTreeMap::from([("target".to_string(), "etcd".to_string())]),
+        watches: vec![keyspace.watch.clone()],
+    };
     trace.log(format!(
         "keyspace watch: {} events through revision {}, {} resumes{}",
-        keyspace.events.len(),
+        keyspace
+            .watch
+            .items
+            .iter()
+            .map(|i| match i {
+                WatchItem::Events { events, .. } => events.len(),
+                _ => 0,
+            })
+            .sum::<usize>(),
         keyspace.next_revision - 1,
         keyspace.resumes,
         keyspace
@@ -518,6 +536,7 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
         liveness,
         cluster_dir: dir,
         keyspace,
+        watches,
     })
 }
 
@@ -570,8 +589,9 @@ pub fn judge_real_run(
     options: &CheckOptions,
 ) -> RunVerdict {
     let started = Instant::now();
-    let (resolved, resolution) = resolve_unknown_writes(&output.history, &output.keyspace.events);
-    let mut verdict = check_history(&resolved, None, options);
+    let events = keyspace_events(&output.watches).unwrap_or_default();
+    let (resolved, resolution) = resolve_unknown_writes(&output.history, &events);
+    let mut verdict = check_history(&resolved, Some(&output.watches), options);
     let (kills, pauses) = output.fault_counts();
     let mut header = vec![
         NOT_DETERMINISTIC.to_string(),
@@ -586,15 +606,17 @@ pub fn judge_real_run(
             output.leader_changes
         ),
         format!(
-            "traffic: {}, {} clients at {} ops/s each, compaction every {}ms; watchers: none (real \
-             mode does not run watchers yet)",
+            "traffic: {}, {} clients at {} ops/s each, compaction every {}ms; watchers: one \
+             watch of every key from revision 1, following the cluster (the simulation's watcher \
+             workloads do not run here yet)",
             config.workload.kind.name(),
             config.workload.clients,
             config.workload.rate_per_client,
             config.workload.compact_every_ms
         ),
-        "checkers: linearizability (with revisions and stale reads), liveness; not run: watch, \
-         watch ground truth, replica convergence (they need the simulation's ground truth)"
+        "checkers: linearizability (with revisions and stale reads), watch (against the history \
+         reconstructed from both), liveness; not run: watch ground truth, replica convergence \
+         (they need the simulation's ground truth)"
             .to_string(),
         resolution.summary(),
     ];
@@ -616,8 +638,8 @@ pub fn judge_real_run(
 }
 
 /// Writes a real-mode run's artifacts to `dir`: the history, the faults as applied, the trace,
-/// the config and the report (the same formats as a simulated run's; `faults.json` in place of
-/// `schedule.json`, no `watches.jsonl`).
+/// the keyspace watch, the config and the report (the same formats as a simulated run's;
+/// `faults.json` in place of `schedule.json`).
 pub fn write_real_artifacts(
     dir: &Path,
     config: &RunConfig,
@@ -626,13 +648,7 @@ pub fn write_real_artifacts(
 ) -> std::io::Result<Vec<PathBuf>> {
     let mut out = ArtifactWriter::new(dir)?;
     out.lines("history.jsonl", |w| output.history.write_to(w))?;
-    out.lines("keyspace-watch.jsonl", |mut w| {
-        for event in &output.keyspace.events {
-            serde_json::to_writer(&mut w, event).map_err(std::io::Error::other)?;
-            std::io::Write::write_all(&mut w, b"\n")?;
-        }
-        std::io::Write::flush(&mut w)
-    })?;
+    out.lines("watches.jsonl", |w| output.watches.write_to(w))?;
     out.json("faults.json", &output.faults)?;
     out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
     out.json("config.json", config)?;

@@ -1,22 +1,32 @@
-//! A watch of every key from revision 1, kept alive across kills and pauses, for settling writes
-//! of unknown outcome ([`faultline_checkers::resolve`]).
+//! A watch of every key from revision 1, kept alive across kills and pauses: the watch real mode
+//! records for the watch checkers, and what settles writes of unknown outcome
+//! ([`faultline_checkers::resolve`]).
 //!
 //! The watch follows one member at a time. When its stream breaks (the member was killed), or
 //! stays silent through a progress request (the member is paused), it moves to the next member
-//! and resumes from the revision after the last one it saw, as etcd's clientv3 watcher does. If
-//! compaction overtakes it, revisions are lost for good: the record says so, and the resolver
-//! then settles nothing as "never happened".
+//! and resumes from the revision after the last one it saw, as etcd's clientv3 watcher does; the
+//! record shows each resume. If compaction overtakes it, revisions are lost for good: the record
+//! ends with the cancel, and the resolver then settles nothing as "never happened". Progress
+//! responses only prove a member alive here and are not recorded: etcd 3.4 answers a progress
+//! request before a catching-up watcher has caught up (etcd 15220), which is not what this watch
+//! is for.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client as ec;
-use faultline_checkers::resolve::WatchedEvent;
+use faultline_checkers::history::Kv;
+use faultline_checkers::watch::{EventKind, WatchEvent, WatchItem, WatchRecord};
+use faultline_workloads::Clock;
 
-/// What the keyspace watch saw.
-#[derive(Debug, Clone, Default)]
+/// The key and range end of a watch of every key.
+pub const ALL_KEYS: &str = "\0";
+
+/// What the keyspace watch saw, and how it went.
+#[derive(Debug, Clone)]
 pub struct KeyspaceRecord {
-    pub events: Vec<WatchedEvent>,
+    /// The watch in the watch history format.
+    pub watch: WatchRecord,
     /// The next revision the watch waits for.
     pub next_revision: i64,
     /// Set when compaction removed revisions the watch had not seen yet.
@@ -36,56 +46,106 @@ pub struct KeyspaceWatch {
 const SILENCE: Duration = Duration::from_secs(2);
 
 impl KeyspaceWatch {
-    /// Starts watching every key from revision 1 on `endpoints`.
-    pub fn start(endpoints: Vec<String>) -> KeyspaceWatch {
+    /// Starts watching every key from revision 1 on `endpoints`, as watch `id` of client
+    /// `client`, with times on `clock`.
+    pub fn start(endpoints: Vec<String>, clock: Clock, id: u64, client: u64) -> KeyspaceWatch {
+        let watch = WatchRecord {
+            id,
+            client,
+            key: ALL_KEYS.to_string(),
+            range_end: Some(ALL_KEYS.to_string()),
+            start_revision: 1,
+            prev_kv: false,
+            progress_notify: false,
+            no_put: false,
+            no_delete: false,
+            opened_ns: clock.elapsed().as_nanos() as u64,
+            opened_revision: None,
+            items: Vec::new(),
+            follows_to_end: false,
+        };
         let record = Arc::new(Mutex::new(KeyspaceRecord {
+            watch,
             next_revision: 1,
-            ..KeyspaceRecord::default()
+            compacted_at: None,
+            resumes: 0,
         }));
-        let task = tokio::spawn(follow(endpoints, record.clone()));
+        let task = tokio::spawn(follow(endpoints, clock, record.clone()));
         KeyspaceWatch { record, task }
     }
 
     /// Waits until the watch has seen every revision through `revision` (or `timeout` passes),
-    /// then stops it and returns what it saw.
+    /// then stops it and returns what it saw. A watch that caught up is marked as following to
+    /// the end, so the watch checkers hold it to every revision.
     pub async fn finish(self, revision: i64, timeout: Duration) -> KeyspaceRecord {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let caught_up = {
+            let (caught_up, over) = {
                 let record = self.record.lock().expect("keyspace record");
-                record.next_revision > revision || record.compacted_at.is_some()
+                (
+                    record.next_revision > revision,
+                    record.compacted_at.is_some(),
+                )
             };
-            if caught_up || tokio::time::Instant::now() >= deadline {
+            if caught_up || over || tokio::time::Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.task.abort();
-        let record = self.record.lock().expect("keyspace record");
-        record.clone()
+        let mut record = self.record.lock().expect("keyspace record").clone();
+        record.watch.follows_to_end =
+            record.compacted_at.is_none() && record.next_revision > revision;
+        record
     }
 }
 
-async fn follow(endpoints: Vec<String>, record: Arc<Mutex<KeyspaceRecord>>) {
-    let mut member = 0usize;
+async fn follow(endpoints: Vec<String>, clock: Clock, record: Arc<Mutex<KeyspaceRecord>>) {
+    let mut turn = 0usize;
     loop {
-        let endpoint = endpoints[member % endpoints.len()].clone();
-        member += 1;
-        let next = record.lock().expect("keyspace record").next_revision;
-        if let Err(Some(at)) = follow_member(&endpoint, next, &record).await {
+        let member = turn % endpoints.len();
+        turn += 1;
+        let next = {
+            let mut record = record.lock().expect("keyspace record");
+            if turn > 1 {
+                record.resumes += 1;
+                let from_revision = record.next_revision;
+                record.watch.items.push(WatchItem::Resumed {
+                    at_ns: clock.elapsed().as_nanos() as u64,
+                    member: member as u64 + 1,
+                    from_revision,
+                });
+            }
+            record.next_revision
+        };
+        if let Err(Some(at)) =
+            follow_member(&endpoints[member], member as u64 + 1, next, clock, &record).await
+        {
             record.lock().expect("keyspace record").compacted_at = Some(at);
             return;
         }
-        record.lock().expect("keyspace record").resumes += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Follows one member from `next` until its stream breaks or goes silent (`Err(None)`), or
-/// compaction overtakes the watch (`Err(Some(compact revision))`).
+fn kv_of(kv: &ec::KeyValue) -> Kv {
+    Kv {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: String::from_utf8_lossy(kv.value()).into_owned(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    }
+}
+
+/// Follows member `member` (numbered from 1) from `next` until its stream breaks or goes silent
+/// (`Err(None)`), or compaction overtakes the watch (`Err(Some(compact revision))`).
 async fn follow_member(
     endpoint: &str,
+    member: u64,
     next: i64,
+    clock: Clock,
     record: &Mutex<KeyspaceRecord>,
 ) -> Result<(), Option<i64>> {
     let options = ec::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500));
@@ -97,10 +157,9 @@ async fn follow_member(
     let watch = ec::WatchOptions::new()
         .with_all_keys()
         .with_start_revision(next);
-    let mut stream = match tokio::time::timeout(SILENCE, client.watch(vec![0u8], Some(watch))).await
-    {
-        Ok(Ok(stream)) => stream,
-        _ => return Err(None),
+    let opened = tokio::time::timeout(SILENCE, client.watch(vec![0u8], Some(watch))).await;
+    let Ok(Ok(mut stream)) = opened else {
+        return Err(None);
     };
     let mut asked = false;
     loop {
@@ -116,28 +175,46 @@ async fn follow_member(
             }
             Ok(Ok(Some(response))) => {
                 asked = false;
-                if response.canceled() {
-                    return Err(
-                        (response.compact_revision() > 0).then_some(response.compact_revision())
-                    );
-                }
+                let at_ns = clock.elapsed().as_nanos() as u64;
                 let mut record = record.lock().expect("keyspace record");
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let revision = kv.mod_revision();
-                    if revision < record.next_revision {
-                        continue;
+                if response.canceled() {
+                    let compact_revision = response.compact_revision();
+                    if compact_revision > 0 {
+                        record.watch.items.push(WatchItem::Compacted {
+                            at_ns,
+                            member,
+                            compact_revision,
+                        });
+                        return Err(Some(compact_revision));
                     }
-                    record.events.push(WatchedEvent {
-                        revision,
-                        key: String::from_utf8_lossy(kv.key()).into_owned(),
-                        value: String::from_utf8_lossy(kv.value()).into_owned(),
-                        delete: event.event_type() == ec::EventType::Delete,
-                    });
+                    return Err(None);
                 }
-                if let Some(last) = record.events.last().map(|e| e.revision) {
-                    record.next_revision = record.next_revision.max(last + 1);
-                }
+                let events: Vec<WatchEvent> = response
+                    .events()
+                    .iter()
+                    .filter_map(|event| {
+                        let kv = kv_of(event.kv()?);
+                        let kind = match event.event_type() {
+                            ec::EventType::Put => EventKind::Put,
+                            ec::EventType::Delete => EventKind::Delete,
+                        };
+                        Some(WatchEvent {
+                            kind,
+                            kv,
+                            prev_kv: None,
+                        })
+                    })
+                    .collect();
+                let Some(last) = events.last().map(WatchEvent::revision) else {
+                    continue;
+                };
+                record.next_revision = record.next_revision.max(last + 1);
+                record.watch.items.push(WatchItem::Events {
+                    at_ns,
+                    member,
+                    header_revision: response.header().map_or(0, |h| h.revision()),
+                    events,
+                });
             }
             Ok(_) => return Err(None),
         }
