@@ -75,7 +75,7 @@ enum Command {
         watches: Option<PathBuf>,
         /// Settle writes of unknown outcome with the watch of every key from revision 1 in
         /// --watches (real mode records one) before checking.
-        #[arg(long, requires = "watches")]
+        #[arg(long)]
         settle: bool,
     },
 }
@@ -400,7 +400,11 @@ fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool)
                 return ExitCode::from(2);
             }
         },
-        _ => history,
+        (true, None) => {
+            eprintln!("faultline: --settle needs --watches (a watch of every key from revision 1)");
+            return ExitCode::from(2);
+        }
+        (false, _) => history,
     };
     let verdict = check_history(&history, watches.as_ref(), &CheckOptions { timeout_ms });
     say!("{}", verdict.render());

@@ -31,8 +31,43 @@ fn run_with_defaults_passes_prints_the_verdicts_and_the_reproducing_command() {
     ] {
         assert!(dir.join(file).exists(), "{file} not written");
     }
-    let (code, stdout, _) = faultline(&["check", dir.join("history.jsonl").to_str().unwrap()]);
+    let history = dir.join("history.jsonl");
+    let watches = dir.join("watches.jsonl");
+    let (code, stdout, _) = faultline(&["check", history.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
+    // Settling uses a watch of every key from revision 1: the member followers are such watches.
+    let (code, stdout, stderr) = faultline(&[
+        "check",
+        history.to_str().unwrap(),
+        "--watches",
+        watches.to_str().unwrap(),
+        "--settle",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("settled by a watch of every key"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = faultline(&["check", history.to_str().unwrap(), "--settle"]);
+    assert_eq!(code, 2, "--settle without --watches: {stderr}");
+    let no_keyspace_watch = dir.join("no-keyspace-watch.jsonl");
+    std::fs::write(
+        &no_keyspace_watch,
+        "{\"format\":\"faultline-watches\",\"version\":1}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = faultline(&[
+        "check",
+        history.to_str().unwrap(),
+        "--watches",
+        no_keyspace_watch.to_str().unwrap(),
+        "--settle",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--settle needs a watch of every key from revision 1"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
