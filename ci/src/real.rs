@@ -18,10 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faultline_checkers::history::{History, Outcome as HistoryOutcome, Request as HistoryRequest};
+use faultline_checkers::history::{History, Outcome as HistoryOutcome};
 use faultline_checkers::resolve::{keyspace_events, resolve_unknown_writes};
 use faultline_checkers::watch::{WatchHistory, WatchItem};
-use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client};
+use faultline_workloads::traffic::{
+    commit_after_healing, compactor, etcd_kv_client, kubernetes_client,
+};
 use faultline_workloads::{Clock, ProcessFault, ProcessFaults, Recorder, WorkloadKind};
 use serde::{Deserialize, Serialize};
 
@@ -468,7 +470,9 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
         }
     }
     if liveness.is_ok() {
-        liveness = commit_after_healing(&target, &recorder, compactor_id + 1, healed, bound).await;
+        let healed_at = clock.elapsed().saturating_sub(healed.elapsed());
+        liveness =
+            commit_after_healing(&target, &recorder, compactor_id + 1, healed_at, bound).await;
     }
     match &liveness {
         Ok(took) => trace.log(format!(
@@ -538,46 +542,6 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
         keyspace,
         watches,
     })
-}
-
-/// The liveness check: a recorded write, then a recorded linearizable read, both ok within
-/// `bound` of healing.
-async fn commit_after_healing(
-    target: &EtcdTarget,
-    recorder: &Recorder,
-    client_id: u64,
-    healed: Instant,
-    bound: Duration,
-) -> Result<Duration, String> {
-    let mut attempt = 0u64;
-    loop {
-        if healed.elapsed() > bound {
-            return Err(format!(
-                "no write and read committed within {}ms of healing",
-                bound.as_millis()
-            ));
-        }
-        attempt += 1;
-        let put = HistoryRequest::Put {
-            key: "liveness".into(),
-            value: format!("ok-{attempt}"),
-            lease: 0,
-        };
-        let get = HistoryRequest::Get {
-            key: "liveness".into(),
-            range_end: None,
-            revision: 0,
-            limit: 0,
-            keys_only: false,
-            serializable: false,
-        };
-        if let HistoryOutcome::Ok { .. } = recorder.call(target, client_id, put).await {
-            if let HistoryOutcome::Ok { .. } = recorder.call(target, client_id, get).await {
-                return Ok(healed.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Judges a real-mode run: the history's checkers (linearizability with revisions and stale

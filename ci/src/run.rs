@@ -14,13 +14,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use faultline_checkers::history::{History, Outcome as HistoryOutcome, Request as HistoryRequest};
+use faultline_checkers::history::History;
 use faultline_checkers::watch::{CommittedEvent, CommittedHistory, WatchHistory};
 use faultline_sim::{simulate, Cluster, ClusterConfig};
 use faultline_store::node::protocol::NodeId;
 use faultline_store::node::time::now;
 use faultline_store::PlantedBugs;
-use faultline_workloads::traffic::{compactor, etcd_kv_client, kubernetes_client};
+use faultline_workloads::traffic::{
+    commit_after_healing, compactor, etcd_kv_client, kubernetes_client,
+};
 use faultline_workloads::watching::{
     list_then_watch, member_follower, random_watcher, watch_event,
 };
@@ -345,43 +347,20 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     }
     // The liveness phase.
     cluster.heal_all();
-    let healed = now();
     let bound = Duration::from_millis(config.liveness_timeout_ms);
-    // Its operations are recorded like every other: they change the revision other reads see.
     let liveness_recorder = recorder.clone();
     let liveness_client = client_id + 1;
+    let healed_at = recorder.clock().elapsed();
     let liveness = cluster
         .with_client(move |client| async move {
-            let mut attempt = 0u64;
-            loop {
-                if now().duration_since(healed) > bound {
-                    return Err(format!(
-                        "no write and read committed within {}ms of healing",
-                        bound.as_millis()
-                    ));
-                }
-                attempt += 1;
-                let put = HistoryRequest::Put {
-                    key: "liveness".into(),
-                    value: format!("ok-{attempt}"),
-                    lease: 0,
-                };
-                let get = HistoryRequest::Get {
-                    key: "liveness".into(),
-                    range_end: None,
-                    revision: 0,
-                    limit: 0,
-                    keys_only: false,
-                    serializable: false,
-                };
-                let r = &liveness_recorder;
-                if let HistoryOutcome::Ok { .. } = r.call(&client, liveness_client, put).await {
-                    if let HistoryOutcome::Ok { .. } = r.call(&client, liveness_client, get).await {
-                        return Ok(now().duration_since(healed));
-                    }
-                }
-                madsim::time::sleep(Duration::from_millis(100)).await;
-            }
+            commit_after_healing(
+                &client,
+                &liveness_recorder,
+                liveness_client,
+                healed_at,
+                bound,
+            )
+            .await
         })
         .await;
     // Let every member catch up before comparing replicas.

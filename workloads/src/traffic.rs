@@ -572,3 +572,41 @@ pub async fn compactor<T: Target>(
         }
     }
 }
+
+/// The liveness probe after healing: a recorded write, then a recorded linearizable read of
+/// `liveness`, retried every 100 ms until both are ok. Returns how long after `healed` (time on
+/// the recorder's clock) they committed, or an error once `bound` has passed. Its operations are
+/// recorded like every other: they change the revision other reads see.
+pub async fn commit_after_healing<T: Target>(
+    target: &T,
+    recorder: &Recorder,
+    client_id: u64,
+    healed: Duration,
+    bound: Duration,
+) -> Result<Duration, String> {
+    let clock = recorder.clock();
+    let mut attempt = 0u64;
+    loop {
+        if clock.elapsed().saturating_sub(healed) > bound {
+            return Err(format!(
+                "no write and read committed within {}ms of healing",
+                bound.as_millis()
+            ));
+        }
+        attempt += 1;
+        let put = Request::Put {
+            key: "liveness".into(),
+            value: format!("ok-{attempt}"),
+            lease: 0,
+        };
+        if let Outcome::Ok { .. } = recorder.call(target, client_id, put).await {
+            if let Outcome::Ok { .. } = recorder
+                .call(target, client_id, get("liveness".into()))
+                .await
+            {
+                return Ok(clock.elapsed().saturating_sub(healed));
+            }
+        }
+        clock.sleep(Duration::from_millis(100)).await;
+    }
+}
