@@ -521,13 +521,8 @@ async fn run_in_runtime(config: RunConfig, dir: PathBuf) -> Result<RealOutput, R
 
     let mut history = History {
         operations,
-        ..History::default()
+        meta: config.history_meta(),
     };
-    history.meta.insert("seed".into(), config.seed.to_string());
-    history
-        .meta
-        .insert("workload".into(), config.workload.kind.name().into());
-    history.meta.insert("command".into(), config.command());
     history.meta.insert("target".into(), "etcd".into());
     history.meta.insert("etcd".into(), version.clone());
     Ok(RealOutput {

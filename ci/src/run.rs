@@ -156,6 +156,18 @@ impl RunConfig {
     }
 
     /// The command line that reproduces this run.
+    /// What a history of this run says about it: the seed, the workload, the command.
+    pub fn history_meta(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("seed".to_string(), self.seed.to_string()),
+            (
+                "workload".to_string(),
+                self.workload.kind.name().to_string(),
+            ),
+            ("command".to_string(), self.command()),
+        ])
+    }
+
     pub fn command(&self) -> String {
         let target = match self.target {
             RunTarget::Sim => String::new(),
@@ -384,15 +396,10 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
             (*m, p.revision, p.hash)
         })
         .collect();
-    let mut history = History {
+    let history = History {
         operations: recorder.operations(),
-        ..History::default()
+        meta: config.history_meta(),
     };
-    history.meta.insert("seed".into(), config.seed.to_string());
-    history
-        .meta
-        .insert("workload".into(), config.workload.kind.name().into());
-    history.meta.insert("command".into(), config.command());
     let commits = cluster.commits();
     let revisions: BTreeMap<i64, Vec<CommittedEvent>> = commits
         .revisions()
