@@ -132,6 +132,9 @@ pub struct Budget {
     /// At most this many memoised configurations per partition search (this bounds memory: a
     /// configuration costs a bitset of the partition's operations plus one state).
     pub max_states: usize,
+    /// At most this many bytes held by a check at once, by the checker's own accounting of what
+    /// it allocates; past it the check answers `Unknown` rather than grow.
+    pub max_bytes: usize,
 }
 
 impl Budget {
@@ -141,12 +144,22 @@ impl Budget {
     /// needs at most a few tens of thousands per partition.
     pub const DEFAULT_MAX_STATES: usize = 1 << 20;
 
+    /// The default memory limit of a check: 4 GiB, well under what a developer's machine or a
+    /// CI runner has, and far above what a decided check needs.
+    pub const DEFAULT_MAX_BYTES: usize = 4 << 30;
+
     /// No deadline, at most `max_states` configurations per partition.
     pub fn states(max_states: usize) -> Self {
         Budget {
             deadline: None,
             max_states,
+            max_bytes: Budget::DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// The same budget, holding at most `max_bytes` at once.
+    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
+        Budget { max_bytes, ..self }
     }
 
     /// The same budget, ending at `deadline`.
