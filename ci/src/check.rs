@@ -12,6 +12,8 @@ use crate::run::{RunConfig, SimOutput};
 pub struct CheckOptions {
     /// Wall-time budget of the linearizability search.
     pub timeout_ms: u64,
+    /// The most memory the linearizability search may hold at once.
+    pub max_bytes: usize,
 }
 
 /// One checker's verdict.
@@ -126,8 +128,9 @@ fn count(history: &History) -> (usize, usize, usize) {
 fn linearizability(history: &History, options: &CheckOptions) -> CheckerResult {
     use faultline_checkers::etcd::{self, Judgement};
     use faultline_checkers::linearizability::Budget;
-    let budget =
-        Budget::states(1 << 23).with_timeout(std::time::Duration::from_millis(options.timeout_ms));
+    let budget = Budget::states(1 << 23)
+        .with_timeout(std::time::Duration::from_millis(options.timeout_ms))
+        .with_max_bytes(options.max_bytes);
     let report = etcd::check(history, budget);
     let c = &report.counts;
     let summary = format!(

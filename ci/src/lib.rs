@@ -4,3 +4,4 @@ pub mod check;
 pub mod etcd;
 pub mod real;
 pub mod run;
+pub mod size;

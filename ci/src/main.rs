@@ -15,6 +15,7 @@ use faultline::real::{
     NOT_DETERMINISTIC,
 };
 use faultline::run::{simulate_run, write_artifacts, RunConfig, RunTarget};
+use faultline::size::parse_size_bytes;
 use faultline_checkers::history::History;
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::PlantedBugs;
@@ -69,6 +70,10 @@ enum Command {
         /// The checker's wall-time budget, e.g. 60s.
         #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
         timeout: u64,
+        /// The most memory the checker may hold, e.g. 512MiB, 4GiB, 2G or bytes; past it the
+        /// verdict is unknown.
+        #[arg(long, default_value = "4GiB", value_parser = parse_size_bytes)]
+        check_memory: u64,
         /// A watch history (JSON Lines, format faultline-watches version 1) to judge too, against
         /// the committed history reconstructed from both files.
         #[arg(long)]
@@ -137,6 +142,10 @@ struct RunArgs {
     /// The checker's wall-time budget.
     #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
     check_timeout: u64,
+    /// The most memory the checker may hold, e.g. 512MiB, 4GiB, 2G or bytes; past it the
+    /// verdict is unknown.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size_bytes)]
+    check_memory: u64,
 }
 
 /// Parses `10s`, `1500ms`, `2m` or a bare number of seconds into milliseconds.
@@ -172,9 +181,16 @@ fn main() -> ExitCode {
         Command::Check {
             file,
             timeout,
+            check_memory,
             watches,
             settle,
-        } => check(file, timeout, watches, settle),
+        } => {
+            let options = CheckOptions {
+                timeout_ms: timeout,
+                max_bytes: usize::try_from(check_memory).unwrap_or(usize::MAX),
+            };
+            check(file, &options, watches, settle)
+        }
     }
 }
 
@@ -242,6 +258,7 @@ fn run(args: RunArgs) -> ExitCode {
         faults: args.faults,
         bugs,
         check_timeout_ms: args.check_timeout,
+        check_memory_bytes: args.check_memory,
         ..RunConfig::default()
     };
     if let Err(e) = config.validate() {
@@ -265,9 +282,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     say!("fault schedule:\n{}", output.schedule);
-    let options = CheckOptions {
-        timeout_ms: config.check_timeout_ms,
-    };
+    let options = config.check_options();
     let verdict = faultline::check::judge_run(&config, &output, &options);
     let report = verdict.render();
     say!("{report}");
@@ -326,9 +341,7 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
     for line in &output.trace {
         say!("{line}");
     }
-    let options = CheckOptions {
-        timeout_ms: config.check_timeout_ms,
-    };
+    let options = config.check_options();
     let mut verdict = judge_real_run(config, &output, &options);
     verdict.footer.push(if temporary {
         "member logs: removed with their temporary directory (--out keeps them)".to_string()
@@ -356,7 +369,12 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
     ExitCode::from(verdict.exit_code())
 }
 
-fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool) -> ExitCode {
+fn check(
+    file: PathBuf,
+    options: &CheckOptions,
+    watches: Option<PathBuf>,
+    settle: bool,
+) -> ExitCode {
     fn open(file: &PathBuf) -> Result<std::io::BufReader<std::fs::File>, ExitCode> {
         std::fs::File::open(file)
             .map(std::io::BufReader::new)
@@ -406,7 +424,7 @@ fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool)
         }
         (false, _) => history,
     };
-    let verdict = check_history(&history, watches.as_ref(), &CheckOptions { timeout_ms });
+    let verdict = check_history(&history, watches.as_ref(), options);
     say!("{}", verdict.render());
     ExitCode::from(verdict.exit_code())
 }

@@ -76,6 +76,10 @@ pub struct RunConfig {
     pub liveness_timeout_ms: u64,
     /// The checker's budget (wall time).
     pub check_timeout_ms: u64,
+    /// The most memory the checker may hold at once, by its own accounting; past it a verdict
+    /// is unknown. Absent in configs saved before it existed: those had the default.
+    #[serde(default = "default_check_memory_bytes")]
+    pub check_memory_bytes: u64,
     /// Applied entries between a member's snapshots (the log keeps half as many behind one).
     pub snapshot_entries: u64,
 }
@@ -92,9 +96,15 @@ impl Default for RunConfig {
             bugs: PlantedBugs::default(),
             liveness_timeout_ms: 30_000,
             check_timeout_ms: 60_000,
+            check_memory_bytes: default_check_memory_bytes(),
             snapshot_entries: 1_000,
         }
     }
+}
+
+/// The checkers' own default memory limit.
+fn default_check_memory_bytes() -> u64 {
+    faultline_checkers::linearizability::Budget::DEFAULT_MAX_BYTES as u64
 }
 
 impl RunConfig {
@@ -146,6 +156,12 @@ impl RunConfig {
                 self.snapshot_entries
             ));
         }
+        if self.check_memory_bytes == 0 || self.check_memory_bytes > crate::size::SIZE_MAX_BYTES {
+            return Err(format!(
+                "--check-memory must be more than 0 bytes and at most 1PiB (got {})",
+                self.check_memory_bytes
+            ));
+        }
         if self.workload.keys == 0 || self.workload.keys > 100_000 {
             return Err(format!(
                 "--keys must be 1 to 100000 (got {})",
@@ -155,7 +171,14 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The command line that reproduces this run.
+    /// The checkers' budget for this run.
+    pub fn check_options(&self) -> crate::check::CheckOptions {
+        crate::check::CheckOptions {
+            timeout_ms: self.check_timeout_ms,
+            max_bytes: usize::try_from(self.check_memory_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
     /// What a history of this run says about it: the seed, the workload, the command.
     pub fn history_meta(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -168,6 +191,7 @@ impl RunConfig {
         ])
     }
 
+    /// The command line that reproduces this run.
     pub fn command(&self) -> String {
         let target = match self.target {
             RunTarget::Sim => String::new(),
@@ -204,6 +228,16 @@ impl RunConfig {
         }
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
+        }
+        // The checker's budget decides whether a hard history is judged or left unknown.
+        if self.check_timeout_ms != RunConfig::default().check_timeout_ms {
+            cmd.push_str(&format!(" --check-timeout {}ms", self.check_timeout_ms));
+        }
+        if self.check_memory_bytes != RunConfig::default().check_memory_bytes {
+            cmd.push_str(&format!(
+                " --check-memory {}",
+                crate::size::format_size_bytes(self.check_memory_bytes)
+            ));
         }
         cmd
     }
@@ -507,4 +541,38 @@ pub fn write_artifacts(
     out.json("config.json", config)?;
     out.text("report.txt", report)?;
     Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunConfig;
+
+    #[test]
+    fn the_check_memory_must_be_more_than_nothing_and_goes_into_the_command_when_set() {
+        let config = RunConfig {
+            check_memory_bytes: 0,
+            ..RunConfig::default()
+        };
+        let error = config.validate().expect_err("0 bytes");
+        assert!(error.contains("--check-memory"), "{error}");
+        assert!(!RunConfig::default().command().contains("--check-memory"));
+        let config = RunConfig {
+            check_memory_bytes: 512 << 20,
+            ..RunConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.command().ends_with(" --check-memory 512MiB"));
+        assert_eq!(config.check_options().max_bytes, 512 << 20);
+    }
+
+    #[test]
+    fn a_config_saved_before_the_memory_limit_gets_the_default() {
+        let mut saved = serde_json::to_value(RunConfig::default()).expect("configs serialise");
+        saved
+            .as_object_mut()
+            .expect("an object")
+            .remove("check_memory_bytes");
+        let config: RunConfig = serde_json::from_value(saved).expect("an older config reads");
+        assert_eq!(config, RunConfig::default());
+    }
 }
