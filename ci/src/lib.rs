@@ -1,5 +1,6 @@
 //! The `faultline` command's library: chaos runs and their verdicts, seed sweeps.
 
+pub mod artifacts;
 pub mod check;
 pub mod etcd;
 pub mod real;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faultline::artifacts::judge_after_writing;
 use faultline::check::{check_history, CheckOptions};
 use faultline::real::{
     judge_real_run, remove_member_data, run_real, write_real_artifacts, RealError,
@@ -283,11 +284,16 @@ fn run(args: RunArgs) -> ExitCode {
     };
     say!("fault schedule:\n{}", output.schedule);
     let options = config.check_options();
-    let verdict = faultline::check::judge_run(&config, &output, &options);
-    let report = verdict.render();
-    say!("{report}");
-    if let Some(dir) = &args.out {
-        if let Err(code) = listed(dir, write_artifacts(dir, &config, &output, &report)) {
+    // The run goes to disk before any checker starts; the report after.
+    let judged = judge_after_writing(
+        args.out.as_deref(),
+        |out| write_artifacts(out, &config, &output),
+        || faultline::check::judge_run(&config, &output, &options),
+    );
+    let verdict = judged.verdict;
+    say!("{}", judged.report);
+    if let (Some(dir), Some(written)) = (&args.out, judged.written) {
+        if let Err(code) = listed(dir, written) {
             return code;
         }
     }
@@ -342,14 +348,22 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
         say!("{line}");
     }
     let options = config.check_options();
-    let mut verdict = judge_real_run(config, &output, &options);
-    verdict.footer.push(if temporary {
-        "member logs: removed with their temporary directory (--out keeps them)".to_string()
-    } else {
-        format!("member logs: {}", cluster_dir.display())
-    });
-    let report = verdict.render();
-    say!("{report}");
+    // The run goes to disk before any checker starts; the report after.
+    let judged = judge_after_writing(
+        out,
+        |artifacts| write_real_artifacts(artifacts, config, &output),
+        || {
+            let mut verdict = judge_real_run(config, &output, &options);
+            verdict.footer.push(if temporary {
+                "member logs: removed with their temporary directory (--out keeps them)".to_string()
+            } else {
+                format!("member logs: {}", cluster_dir.display())
+            });
+            verdict
+        },
+    );
+    let verdict = judged.verdict;
+    say!("{}", judged.report);
     if temporary {
         let _ = std::fs::remove_dir_all(&cluster_dir);
     } else if verdict.passed() {
@@ -357,8 +371,8 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
         // verdict needs looking into.
         remove_member_data(&cluster_dir, config.nodes);
     }
-    if let Some(dir) = out {
-        if let Err(code) = listed(dir, write_real_artifacts(dir, config, &output, &report)) {
+    if let (Some(dir), Some(written)) = (out, judged.written) {
+        if let Err(code) = listed(dir, written) {
             return code;
         }
     }

@@ -7,7 +7,6 @@
 //! a liveness failure and a crash of the run itself, and always carries the one command that
 //! reproduces it.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -30,6 +29,8 @@ use faultline_workloads::{
     Clock, FaultProfile, Recorder, Schedule, WatchRecorder, WorkloadConfig, WorkloadKind,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::artifacts::ArtifactWriter;
 
 /// What a run drives its traffic and faults against.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,68 +480,19 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     }
 }
 
-/// Writes a run's files into one directory and lists what it wrote.
-#[derive(Debug)]
-pub struct ArtifactWriter {
-    dir: PathBuf,
-    written: Vec<PathBuf>,
-}
-
-impl ArtifactWriter {
-    pub fn new(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(ArtifactWriter {
-            dir: dir.to_path_buf(),
-            written: Vec::new(),
-        })
-    }
-
-    /// `name`, written by `write` (a history or watch streams in JSON Lines).
-    pub fn lines(
-        &mut self,
-        name: &str,
-        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        let path = self.dir.join(name);
-        write(std::io::BufWriter::new(std::fs::File::create(&path)?))?;
-        self.written.push(path);
-        Ok(())
-    }
-
-    /// `name` as pretty JSON.
-    pub fn json<T: Serialize>(&mut self, name: &str, value: &T) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        self.text(name, &text)
-    }
-
-    pub fn text(&mut self, name: &str, text: &str) -> std::io::Result<()> {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text)?;
-        self.written.push(path);
-        Ok(())
-    }
-
-    pub fn finish(self) -> Vec<PathBuf> {
-        self.written
-    }
-}
-
-/// Writes a run's artifacts to `dir`: the history, the schedule, the watch streams, the trace,
-/// the config and the report.
+/// Writes what a simulated run produced (the history, the schedule, the watch streams, the
+/// trace and the config; the report comes after checking, see `crate::artifacts`).
 pub fn write_artifacts(
-    dir: &Path,
+    out: &mut ArtifactWriter,
     config: &RunConfig,
     output: &SimOutput,
-    report: &str,
-) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = ArtifactWriter::new(dir)?;
+) -> std::io::Result<()> {
     out.lines("history.jsonl", |w| output.history.write_to(w))?;
     out.json("schedule.json", &output.schedule)?;
     out.lines("watches.jsonl", |w| output.watches.write_to(w))?;
     out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
     out.json("config.json", config)?;
-    out.text("report.txt", report)?;
-    Ok(out.finish())
+    Ok(())
 }
 
 #[cfg(test)]
