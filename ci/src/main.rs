@@ -11,13 +11,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use faultline::artifacts::judge_after_writing;
 use faultline::check::{check_history, CheckOptions};
+use faultline::history_file::{self, HistoryFile};
 use faultline::real::{
     judge_real_run, remove_member_data, run_real, write_real_artifacts, RealError,
     NOT_DETERMINISTIC,
 };
 use faultline::run::{simulate_run, write_artifacts, RunConfig, RunTarget};
 use faultline::size::parse_size_bytes;
-use faultline_checkers::history::History;
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::OpMix;
@@ -64,7 +64,9 @@ struct Cli {
 enum Command {
     /// Runs the reference store under traffic and faults from one seed, then checks the history.
     Run(RunArgs),
-    /// Checks a recorded history file (JSON Lines, format faultline-history version 1).
+    /// Checks a recorded history file: a Faultline history (JSON Lines, format
+    /// faultline-history version 1), a Jepsen etcd log or a porcupine kv log, told apart by
+    /// their content.
     Check {
         /// The history file.
         file: PathBuf,
@@ -397,13 +399,32 @@ fn check(
                 ExitCode::from(2)
             })
     }
-    let history = match open(&file).map(History::read_from) {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
+    let bytes = match std::fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
             eprintln!("faultline: {}: {e}", file.display());
             return ExitCode::from(2);
         }
-        Err(code) => return code,
+    };
+    let history = match history_file::read(&bytes) {
+        Ok(HistoryFile::Faultline(history)) => history,
+        Ok(corpus) => {
+            if watches.is_some() || settle {
+                eprintln!(
+                    "faultline: {}: --watches and --settle go with a Faultline history only",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+            let verdict = history_file::judge_corpus(&corpus, options)
+                .expect("a corpus format has a verdict");
+            say!("{}", verdict.render());
+            return ExitCode::from(verdict.exit_code());
+        }
+        Err(e) => {
+            eprintln!("faultline: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
     };
     let watches = match watches {
         None => None,
