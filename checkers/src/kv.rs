@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::mem::{size_of, size_of_val};
 use std::rc::Rc;
 
 use crate::linearizability::{Model, Operation};
@@ -96,7 +97,32 @@ impl Hash for Value {
     }
 }
 
+/// What an `Rc`'s allocation takes besides what it holds: the strong and weak counts.
+const RC_COUNTS: usize = 2 * size_of::<usize>();
+
+/// `bytes` of memory held through `rc`, over the number of its holders (rounded up).
+fn share<T: ?Sized>(rc: &Rc<T>, bytes: usize) -> usize {
+    bytes.div_ceil(Rc::strong_count(rc))
+}
+
 impl KvState {
+    /// The heap memory the state holds: its entries' allocation, each key's and each value's
+    /// (the string's capacity included). Allocations it shares with other states count in
+    /// shares, so that the states of a search add up to what they hold together: a new state
+    /// has a fresh entries allocation and a fresh value, and shares the rest with the state it
+    /// came from.
+    fn heap_bytes(&self) -> usize {
+        let entries: usize = self
+            .0
+            .iter()
+            .map(|(key, value)| {
+                let text = RC_COUNTS + size_of::<String>() + value.text.capacity();
+                share(key, RC_COUNTS + key.len()) + share(&value.text, text)
+            })
+            .sum();
+        share(&self.0, RC_COUNTS + size_of_val(&*self.0) + entries)
+    }
+
     /// The value of `key` ("" if missing).
     pub fn get(&self, key: &str) -> &str {
         self.find(key).map_or("", |v| &v.text)
@@ -183,6 +209,10 @@ impl Model for Kv {
 
     fn is_read_only(&self, input: &KvInput) -> bool {
         input.op == KvOp::Get
+    }
+
+    fn state_bytes(&self, state: &KvState) -> usize {
+        size_of::<KvState>() + state.heap_bytes()
     }
 
     fn partition(&self, ops: &[Operation<KvInput, KvOutput>]) -> Vec<Vec<usize>> {
@@ -274,6 +304,31 @@ mod tests {
             m.step(&s2, &input("a", KvOp::Put(String::new())), None),
             Some(s0)
         );
+    }
+
+    #[test]
+    fn state_bytes_count_strings_and_entries_and_share_what_states_share() {
+        let m = Kv::unpartitioned();
+        let put = |state: &KvState, key: &str, value: &str| {
+            m.step(state, &input(key, KvOp::Put(value.into())), None)
+                .unwrap()
+        };
+        let empty = m.init();
+        let short = put(&empty, "a", "x");
+        let long = put(&empty, "a", &"x".repeat(1000));
+        let two_keys = put(&short, "b", "y");
+        assert!(m.state_bytes(&empty) >= size_of::<KvState>());
+        assert!(m.state_bytes(&short) > m.state_bytes(&empty));
+        assert!(m.state_bytes(&long) >= m.state_bytes(&short) + 999);
+        // A second key: one more entry, key and value (the shared key "a" counts in halves).
+        assert!(m.state_bytes(&two_keys) > m.state_bytes(&short) + 2 * RC_COUNTS);
+        // A copy holds the same memory: each of the two is charged half of it.
+        let alone = m.state_bytes(&long);
+        let copy = long.clone();
+        let halves = m.state_bytes(&long) - size_of::<KvState>();
+        assert_eq!(m.state_bytes(&copy), m.state_bytes(&long));
+        assert!(2 * halves >= alone - size_of::<KvState>());
+        assert!(halves < alone - size_of::<KvState>());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::mem::size_of;
 
 use crate::linearizability::{Model, Operation};
 
@@ -33,6 +34,36 @@ pub enum RegisterOutput<V> {
     },
 }
 
+/// What a register value owns on the heap beyond its own size, for the memory budget (see
+/// `Model::state_bytes`): nothing for numbers, the capacity of a string's buffer.
+pub trait HeapBytes {
+    fn heap_bytes(&self) -> usize;
+}
+
+macro_rules! owns_nothing {
+    ($($t:ty),*) => {
+        $(impl HeapBytes for $t {
+            fn heap_bytes(&self) -> usize {
+                0
+            }
+        })*
+    };
+}
+
+owns_nothing!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, bool, char);
+
+impl HeapBytes for String {
+    fn heap_bytes(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl<T: HeapBytes> HeapBytes for Vec<T> {
+    fn heap_bytes(&self) -> usize {
+        self.capacity() * size_of::<T>() + self.iter().map(HeapBytes::heap_bytes).sum::<usize>()
+    }
+}
+
 /// The register model. `V` is the value type (Jepsen's logs hold integers).
 #[derive(Debug, Clone, Default)]
 pub struct Register<V> {
@@ -47,7 +78,7 @@ impl<V> Register<V> {
     }
 }
 
-impl<V: Clone + Eq + Hash + Debug> Model for Register<V> {
+impl<V: Clone + Eq + Hash + Debug + HeapBytes> Model for Register<V> {
     type State = Option<V>;
     type Input = RegisterInput<V>;
     type Output = RegisterOutput<V>;
@@ -93,6 +124,10 @@ impl<V: Clone + Eq + Hash + Debug> Model for Register<V> {
 
     fn is_read_only(&self, input: &RegisterInput<V>) -> bool {
         matches!(input, RegisterInput::Read)
+    }
+
+    fn state_bytes(&self, state: &Option<V>) -> usize {
+        size_of::<Option<V>>() + state.as_ref().map_or(0, HeapBytes::heap_bytes)
     }
 
     fn describe(&self, op: &Operation<RegisterInput<V>, RegisterOutput<V>>) -> String {
@@ -186,6 +221,25 @@ mod tests {
         );
         assert_eq!(m.step(&Some(1), &cas, None), Some(Some(2)));
         assert_eq!(m.step(&None, &cas, None), Some(None));
+    }
+
+    #[test]
+    fn state_bytes_count_a_value_s_heap_memory() {
+        let numbers = Register::<i64>::new();
+        assert_eq!(numbers.state_bytes(&Some(7)), size_of::<Option<i64>>());
+        let strings = Register::<String>::new();
+        let empty = strings.state_bytes(&None);
+        assert_eq!(empty, size_of::<Option<String>>());
+        let value = String::with_capacity(100);
+        assert_eq!(strings.state_bytes(&Some(value)), empty + 100);
+        let lists = Register::<Vec<String>>::new();
+        let list = vec!["abc".to_string(); 2];
+        assert_eq!(
+            lists.state_bytes(&Some(list.clone())),
+            size_of::<Option<Vec<String>>>()
+                + list.capacity() * size_of::<String>()
+                + list.iter().map(String::capacity).sum::<usize>()
+        );
     }
 
     #[test]

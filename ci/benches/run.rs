@@ -2,7 +2,7 @@
 //! 8 clients, default faults, split into simulating and checking, with the number of operations
 //! checked. Run with `cargo bench -p faultline --bench run`.
 
-use faultline::check::{judge_run, CheckOptions};
+use faultline::check::judge_run;
 use faultline::run::{simulate_run, RunConfig};
 
 fn main() {
@@ -17,13 +17,7 @@ fn main() {
         let started = std::time::Instant::now();
         let output = simulate_run(&config).expect("the run completes");
         let simulated = started.elapsed();
-        let verdict = judge_run(
-            &config,
-            &output,
-            &CheckOptions {
-                timeout_ms: config.check_timeout_ms,
-            },
-        );
+        let verdict = judge_run(&config, &output, &config.check_options());
         let checked = started.elapsed() - simulated;
         println!(
             "seed {seed}: {} operations, {} faults; simulate {:.3}s, check {:.3}s, total {:.3}s wall; verdict exit code {}",

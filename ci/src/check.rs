@@ -12,6 +12,17 @@ use crate::run::{RunConfig, SimOutput};
 pub struct CheckOptions {
     /// Wall-time budget of the linearizability search.
     pub timeout_ms: u64,
+    /// The most memory the linearizability search may hold at once.
+    pub max_bytes: usize,
+}
+
+impl CheckOptions {
+    /// The linearizability search's budget.
+    pub fn budget(&self) -> faultline_checkers::linearizability::Budget {
+        faultline_checkers::linearizability::Budget::states(1 << 23)
+            .with_timeout(std::time::Duration::from_millis(self.timeout_ms))
+            .with_max_bytes(self.max_bytes)
+    }
 }
 
 /// One checker's verdict.
@@ -125,10 +136,7 @@ fn count(history: &History) -> (usize, usize, usize) {
 /// Linearizability (with revisions) and stale reads, on the history alone.
 fn linearizability(history: &History, options: &CheckOptions) -> CheckerResult {
     use faultline_checkers::etcd::{self, Judgement};
-    use faultline_checkers::linearizability::Budget;
-    let budget =
-        Budget::states(1 << 23).with_timeout(std::time::Duration::from_millis(options.timeout_ms));
-    let report = etcd::check(history, budget);
+    let report = etcd::check(history, options.budget());
     let c = &report.counts;
     let summary = format!(
         "{} searched, {} read at their revision, {} unknown outcomes",

@@ -1,6 +1,9 @@
 //! The `faultline` command's library: chaos runs and their verdicts, seed sweeps.
 
+pub mod artifacts;
 pub mod check;
 pub mod etcd;
+pub mod history_file;
 pub mod real;
 pub mod run;
+pub mod size;

@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faultline::artifacts::judge_after_writing;
 use faultline::check::{check_history, CheckOptions};
+use faultline::history_file::{self, HistoryFile};
 use faultline::real::{
     judge_real_run, remove_member_data, run_real, write_real_artifacts, RealError,
     NOT_DETERMINISTIC,
 };
 use faultline::run::{simulate_run, write_artifacts, RunConfig, RunTarget};
-use faultline_checkers::history::History;
+use faultline::size::parse_size_bytes;
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::OpMix;
@@ -62,13 +64,19 @@ struct Cli {
 enum Command {
     /// Runs the reference store under traffic and faults from one seed, then checks the history.
     Run(RunArgs),
-    /// Checks a recorded history file (JSON Lines, format faultline-history version 1).
+    /// Checks a recorded history file: a Faultline history (JSON Lines, format
+    /// faultline-history version 1), a Jepsen etcd log or a porcupine kv log, told apart by
+    /// their content.
     Check {
         /// The history file.
         file: PathBuf,
         /// The checker's wall-time budget, e.g. 60s.
         #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
         timeout: u64,
+        /// The most memory the checker may hold, e.g. 512MiB, 4GiB, 2G or bytes; past it the
+        /// verdict is unknown.
+        #[arg(long, default_value = "4GiB", value_parser = parse_size_bytes)]
+        check_memory: u64,
         /// A watch history (JSON Lines, format faultline-watches version 1) to judge too, against
         /// the committed history reconstructed from both files.
         #[arg(long)]
@@ -137,6 +145,10 @@ struct RunArgs {
     /// The checker's wall-time budget.
     #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
     check_timeout: u64,
+    /// The most memory the checker may hold, e.g. 512MiB, 4GiB, 2G or bytes; past it the
+    /// verdict is unknown.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size_bytes)]
+    check_memory: u64,
 }
 
 /// Parses `10s`, `1500ms`, `2m` or a bare number of seconds into milliseconds.
@@ -172,9 +184,16 @@ fn main() -> ExitCode {
         Command::Check {
             file,
             timeout,
+            check_memory,
             watches,
             settle,
-        } => check(file, timeout, watches, settle),
+        } => {
+            let options = CheckOptions {
+                timeout_ms: timeout,
+                max_bytes: usize::try_from(check_memory).unwrap_or(usize::MAX),
+            };
+            check(file, &options, watches, settle)
+        }
     }
 }
 
@@ -242,6 +261,7 @@ fn run(args: RunArgs) -> ExitCode {
         faults: args.faults,
         bugs,
         check_timeout_ms: args.check_timeout,
+        check_memory_bytes: args.check_memory,
         ..RunConfig::default()
     };
     if let Err(e) = config.validate() {
@@ -265,14 +285,17 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     say!("fault schedule:\n{}", output.schedule);
-    let options = CheckOptions {
-        timeout_ms: config.check_timeout_ms,
-    };
-    let verdict = faultline::check::judge_run(&config, &output, &options);
-    let report = verdict.render();
-    say!("{report}");
-    if let Some(dir) = &args.out {
-        if let Err(code) = listed(dir, write_artifacts(dir, &config, &output, &report)) {
+    let options = config.check_options();
+    // The run goes to disk before any checker starts; the report after.
+    let judged = judge_after_writing(
+        args.out.as_deref(),
+        |out| write_artifacts(out, &config, &output),
+        || faultline::check::judge_run(&config, &output, &options),
+    );
+    let verdict = judged.verdict;
+    say!("{}", judged.report);
+    if let (Some(dir), Some(written)) = (&args.out, judged.written) {
+        if let Err(code) = listed(dir, written) {
             return code;
         }
     }
@@ -326,17 +349,23 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
     for line in &output.trace {
         say!("{line}");
     }
-    let options = CheckOptions {
-        timeout_ms: config.check_timeout_ms,
-    };
-    let mut verdict = judge_real_run(config, &output, &options);
-    verdict.footer.push(if temporary {
-        "member logs: removed with their temporary directory (--out keeps them)".to_string()
-    } else {
-        format!("member logs: {}", cluster_dir.display())
-    });
-    let report = verdict.render();
-    say!("{report}");
+    let options = config.check_options();
+    // The run goes to disk before any checker starts; the report after.
+    let judged = judge_after_writing(
+        out,
+        |artifacts| write_real_artifacts(artifacts, config, &output),
+        || {
+            let mut verdict = judge_real_run(config, &output, &options);
+            verdict.footer.push(if temporary {
+                "member logs: removed with their temporary directory (--out keeps them)".to_string()
+            } else {
+                format!("member logs: {}", cluster_dir.display())
+            });
+            verdict
+        },
+    );
+    let verdict = judged.verdict;
+    say!("{}", judged.report);
     if temporary {
         let _ = std::fs::remove_dir_all(&cluster_dir);
     } else if verdict.passed() {
@@ -344,8 +373,8 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
         // verdict needs looking into.
         remove_member_data(&cluster_dir, config.nodes);
     }
-    if let Some(dir) = out {
-        if let Err(code) = listed(dir, write_real_artifacts(dir, config, &output, &report)) {
+    if let (Some(dir), Some(written)) = (out, judged.written) {
+        if let Err(code) = listed(dir, written) {
             return code;
         }
     }
@@ -356,7 +385,12 @@ fn run_real_mode(config: &RunConfig, out: Option<&Path>) -> ExitCode {
     ExitCode::from(verdict.exit_code())
 }
 
-fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool) -> ExitCode {
+fn check(
+    file: PathBuf,
+    options: &CheckOptions,
+    watches: Option<PathBuf>,
+    settle: bool,
+) -> ExitCode {
     fn open(file: &PathBuf) -> Result<std::io::BufReader<std::fs::File>, ExitCode> {
         std::fs::File::open(file)
             .map(std::io::BufReader::new)
@@ -365,13 +399,32 @@ fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool)
                 ExitCode::from(2)
             })
     }
-    let history = match open(&file).map(History::read_from) {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
+    let bytes = match std::fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
             eprintln!("faultline: {}: {e}", file.display());
             return ExitCode::from(2);
         }
-        Err(code) => return code,
+    };
+    let history = match history_file::read(&bytes) {
+        Ok(HistoryFile::Faultline(history)) => history,
+        Ok(corpus) => {
+            if watches.is_some() || settle {
+                eprintln!(
+                    "faultline: {}: --watches and --settle go with a Faultline history only",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+            let verdict = history_file::judge_corpus(&corpus, options)
+                .expect("a corpus format has a verdict");
+            say!("{}", verdict.render());
+            return ExitCode::from(verdict.exit_code());
+        }
+        Err(e) => {
+            eprintln!("faultline: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
     };
     let watches = match watches {
         None => None,
@@ -406,7 +459,7 @@ fn check(file: PathBuf, timeout_ms: u64, watches: Option<PathBuf>, settle: bool)
         }
         (false, _) => history,
     };
-    let verdict = check_history(&history, watches.as_ref(), &CheckOptions { timeout_ms });
+    let verdict = check_history(&history, watches.as_ref(), options);
     say!("{}", verdict.render());
     ExitCode::from(verdict.exit_code())
 }

@@ -27,11 +27,12 @@ use faultline_workloads::traffic::{
 use faultline_workloads::{Clock, ProcessFault, ProcessFaults, Recorder, WorkloadKind};
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::ArtifactWriter;
 use crate::check::{check_history, liveness_result, CheckOptions, RunVerdict};
 use crate::etcd::keyspace::{KeyspaceRecord, KeyspaceWatch};
 use crate::etcd::process::{etcd_binary, etcd_version, EtcdCluster, MemberState, ProcessError};
 use crate::etcd::target::{EtcdTarget, TargetConfig};
-use crate::run::{ArtifactWriter, RunConfig, RunTarget};
+use crate::run::{RunConfig, RunTarget};
 
 /// The line every real-mode summary carries.
 pub const NOT_DETERMINISTIC: &str =
@@ -596,21 +597,18 @@ pub fn judge_real_run(
     verdict
 }
 
-/// Writes a real-mode run's artifacts to `dir`: the history, the faults as applied, the trace,
-/// the keyspace watch, the config and the report (the same formats as a simulated run's;
-/// `faults.json` in place of `schedule.json`).
+/// Writes what a real-mode run produced: the history, the keyspace watch, the faults as
+/// applied, the trace and the config (the same formats as a simulated run's; `faults.json` in
+/// place of `schedule.json`; the report comes after checking, see `crate::artifacts`).
 pub fn write_real_artifacts(
-    dir: &Path,
+    out: &mut ArtifactWriter,
     config: &RunConfig,
     output: &RealOutput,
-    report: &str,
-) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = ArtifactWriter::new(dir)?;
+) -> std::io::Result<()> {
     out.lines("history.jsonl", |w| output.history.write_to(w))?;
     out.lines("watches.jsonl", |w| output.watches.write_to(w))?;
     out.json("faults.json", &output.faults)?;
     out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
     out.json("config.json", config)?;
-    out.text("report.txt", report)?;
-    Ok(out.finish())
+    Ok(())
 }

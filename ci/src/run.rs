@@ -7,7 +7,6 @@
 //! a liveness failure and a crash of the run itself, and always carries the one command that
 //! reproduces it.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -30,6 +29,8 @@ use faultline_workloads::{
     Clock, FaultProfile, Recorder, Schedule, WatchRecorder, WorkloadConfig, WorkloadKind,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::artifacts::ArtifactWriter;
 
 /// What a run drives its traffic and faults against.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +77,10 @@ pub struct RunConfig {
     pub liveness_timeout_ms: u64,
     /// The checker's budget (wall time).
     pub check_timeout_ms: u64,
+    /// The most memory the checker may hold at once, by its own accounting; past it a verdict
+    /// is unknown. Absent in configs saved before it existed: those had the default.
+    #[serde(default = "default_check_memory_bytes")]
+    pub check_memory_bytes: u64,
     /// Applied entries between a member's snapshots (the log keeps half as many behind one).
     pub snapshot_entries: u64,
 }
@@ -92,9 +97,15 @@ impl Default for RunConfig {
             bugs: PlantedBugs::default(),
             liveness_timeout_ms: 30_000,
             check_timeout_ms: 60_000,
+            check_memory_bytes: default_check_memory_bytes(),
             snapshot_entries: 1_000,
         }
     }
+}
+
+/// The checkers' own default memory limit.
+fn default_check_memory_bytes() -> u64 {
+    faultline_checkers::linearizability::Budget::DEFAULT_MAX_BYTES as u64
 }
 
 impl RunConfig {
@@ -146,6 +157,12 @@ impl RunConfig {
                 self.snapshot_entries
             ));
         }
+        if self.check_memory_bytes == 0 || self.check_memory_bytes > crate::size::SIZE_MAX_BYTES {
+            return Err(format!(
+                "--check-memory must be more than 0 bytes and at most 1PiB (got {})",
+                self.check_memory_bytes
+            ));
+        }
         if self.workload.keys == 0 || self.workload.keys > 100_000 {
             return Err(format!(
                 "--keys must be 1 to 100000 (got {})",
@@ -155,7 +172,14 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The command line that reproduces this run.
+    /// The checkers' budget for this run.
+    pub fn check_options(&self) -> crate::check::CheckOptions {
+        crate::check::CheckOptions {
+            timeout_ms: self.check_timeout_ms,
+            max_bytes: usize::try_from(self.check_memory_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
     /// What a history of this run says about it: the seed, the workload, the command.
     pub fn history_meta(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -168,6 +192,7 @@ impl RunConfig {
         ])
     }
 
+    /// The command line that reproduces this run.
     pub fn command(&self) -> String {
         let target = match self.target {
             RunTarget::Sim => String::new(),
@@ -204,6 +229,16 @@ impl RunConfig {
         }
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
+        }
+        // The checker's budget decides whether a hard history is judged or left unknown.
+        if self.check_timeout_ms != RunConfig::default().check_timeout_ms {
+            cmd.push_str(&format!(" --check-timeout {}ms", self.check_timeout_ms));
+        }
+        if self.check_memory_bytes != RunConfig::default().check_memory_bytes {
+            cmd.push_str(&format!(
+                " --check-memory {}",
+                crate::size::format_size_bytes(self.check_memory_bytes)
+            ));
         }
         cmd
     }
@@ -445,66 +480,51 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     }
 }
 
-/// Writes a run's files into one directory and lists what it wrote.
-#[derive(Debug)]
-pub struct ArtifactWriter {
-    dir: PathBuf,
-    written: Vec<PathBuf>,
-}
-
-impl ArtifactWriter {
-    pub fn new(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(ArtifactWriter {
-            dir: dir.to_path_buf(),
-            written: Vec::new(),
-        })
-    }
-
-    /// `name`, written by `write` (a history or watch streams in JSON Lines).
-    pub fn lines(
-        &mut self,
-        name: &str,
-        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        let path = self.dir.join(name);
-        write(std::io::BufWriter::new(std::fs::File::create(&path)?))?;
-        self.written.push(path);
-        Ok(())
-    }
-
-    /// `name` as pretty JSON.
-    pub fn json<T: Serialize>(&mut self, name: &str, value: &T) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        self.text(name, &text)
-    }
-
-    pub fn text(&mut self, name: &str, text: &str) -> std::io::Result<()> {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text)?;
-        self.written.push(path);
-        Ok(())
-    }
-
-    pub fn finish(self) -> Vec<PathBuf> {
-        self.written
-    }
-}
-
-/// Writes a run's artifacts to `dir`: the history, the schedule, the watch streams, the trace,
-/// the config and the report.
+/// Writes what a simulated run produced (the history, the schedule, the watch streams, the
+/// trace and the config; the report comes after checking, see `crate::artifacts`).
 pub fn write_artifacts(
-    dir: &Path,
+    out: &mut ArtifactWriter,
     config: &RunConfig,
     output: &SimOutput,
-    report: &str,
-) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = ArtifactWriter::new(dir)?;
+) -> std::io::Result<()> {
     out.lines("history.jsonl", |w| output.history.write_to(w))?;
     out.json("schedule.json", &output.schedule)?;
     out.lines("watches.jsonl", |w| output.watches.write_to(w))?;
     out.text("trace.txt", &(output.trace.join("\n") + "\n"))?;
     out.json("config.json", config)?;
-    out.text("report.txt", report)?;
-    Ok(out.finish())
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunConfig;
+
+    #[test]
+    fn the_check_memory_must_be_more_than_nothing_and_goes_into_the_command_when_set() {
+        let config = RunConfig {
+            check_memory_bytes: 0,
+            ..RunConfig::default()
+        };
+        let error = config.validate().expect_err("0 bytes");
+        assert!(error.contains("--check-memory"), "{error}");
+        assert!(!RunConfig::default().command().contains("--check-memory"));
+        let config = RunConfig {
+            check_memory_bytes: 512 << 20,
+            ..RunConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.command().ends_with(" --check-memory 512MiB"));
+        assert_eq!(config.check_options().max_bytes, 512 << 20);
+    }
+
+    #[test]
+    fn a_config_saved_before_the_memory_limit_gets_the_default() {
+        let mut saved = serde_json::to_value(RunConfig::default()).expect("configs serialise");
+        saved
+            .as_object_mut()
+            .expect("an object")
+            .remove("check_memory_bytes");
+        let config: RunConfig = serde_json::from_value(saved).expect("an older config reads");
+        assert_eq!(config, RunConfig::default());
+    }
 }

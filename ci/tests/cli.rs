@@ -126,3 +126,59 @@ fn bad_options_and_bad_files_get_clear_errors() {
     assert!(stderr.contains("line 2"), "{stderr}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn check_memory_bounds_the_checker_and_is_recorded_with_the_run() {
+    let dir = std::env::temp_dir().join(format!("faultline-cli-memory-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    let (code, stdout, stderr) = faultline(&[
+        "run",
+        "--duration",
+        "2s",
+        "--check-memory",
+        "1KiB",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 5, "1 KiB cannot hold a search:\n{stdout}{stderr}");
+    assert!(
+        stdout.contains("memory limit of 1.0 KiB reached") && stdout.contains("UNKNOWN"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reproduce: faultline run --seed 1")
+            && stdout.contains(" --check-memory 1KiB"),
+        "{stdout}"
+    );
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains("\"check_memory_bytes\": 1024"), "{config}");
+    let history = dir.join("history.jsonl");
+    let history = history.to_str().unwrap();
+    let (code, stdout, _) = faultline(&["check", history, "--check-memory", "1000"]);
+    assert_eq!(code, 5, "{stdout}");
+    assert!(stdout.contains("reached max_bytes (1000 B)"), "{stdout}");
+    let (code, stdout, _) = faultline(&["check", history, "--check-memory", "512MiB"]);
+    assert_eq!(code, 0, "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_check_memory_sizes_get_clear_errors() {
+    for args in [
+        &["run", "--check-memory", "0"][..],
+        &["run", "--check-memory", "lots"],
+        &["check", "history.jsonl", "--check-memory", "4 gigs"],
+        &["check", "history.jsonl", "--check-memory=-1G"],
+    ] {
+        let (code, stdout, stderr) = faultline(args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("--check-memory")
+                && (stderr.contains("no memory at all")
+                    || stderr.contains("is not a size")
+                    || stderr.contains("unknown unit")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

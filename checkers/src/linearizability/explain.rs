@@ -317,8 +317,8 @@ const ATTEMPT_STATES_MIN: usize = 20_000;
 /// budget's `max_states`), so explaining costs at most a bounded multiple of deciding.
 const ATTEMPTS_AT_MOST: usize = 64;
 
-/// Minimising within the budget: attempts share a bounded number of states and stop at the
-/// deadline.
+/// Minimising within the budget: attempts share a bounded number of states, each holds at most
+/// what the failing search leaves of the memory limit, and they stop at the deadline.
 struct Minimiser<'a, M: Model> {
     model: &'a M,
     history: &'a [Operation<M::Input, M::Output>],
@@ -327,6 +327,9 @@ struct Minimiser<'a, M: Model> {
     attempt_states: usize,
     /// States all attempts may still use.
     states_left: usize,
+    /// Bytes any one attempt may hold: what the failing search, kept for the fallback, leaves
+    /// of the budget's.
+    max_bytes: usize,
     /// Every attempt so far was decided.
     decided: bool,
     /// The deadline passed or the states ran out: stop trying.
@@ -349,7 +352,7 @@ impl<M: Model> Minimiser<'_, M> {
             limit,
         );
         let outcome = loop {
-            match search.run(SLICE_STEPS) {
+            match search.run(SLICE_STEPS, self.max_bytes) {
                 Progress::Done(outcome) => break Some(outcome),
                 Progress::Paused if self.budget.expired() => break None,
                 Progress::Paused => {}
@@ -359,7 +362,9 @@ impl<M: Model> Minimiser<'_, M> {
         match outcome {
             Some(Outcome::NotLinearizable) => true,
             Some(Outcome::Linearizable) => false,
-            Some(Outcome::OutOfStates) => {
+            // An attempt that ran out of memory is undecided; a later one, setting aside more,
+            // may still fit.
+            Some(Outcome::OutOfStates | Outcome::OutOfMemory) => {
                 self.decided = false;
                 if self.states_left == 0 {
                     self.exhausted = true;
@@ -393,6 +398,7 @@ pub(crate) fn minimised<M: Model>(
         states_left: attempt_states
             .saturating_mul(ATTEMPTS_AT_MOST)
             .min(budget.max_states),
+        max_bytes: budget.max_bytes.saturating_sub(failing.search.bytes()),
         decided: true,
         exhausted: false,
     };
@@ -470,15 +476,16 @@ pub(crate) fn minimised<M: Model>(
         budget.max_states,
     );
     let outcome = loop {
-        match search.run(SLICE_STEPS) {
+        match search.run(SLICE_STEPS, minimiser.max_bytes) {
             Progress::Done(outcome) => break Some(outcome),
             Progress::Paused if budget.expired() => break None,
             Progress::Paused => {}
         }
     };
     if outcome != Some(Outcome::NotLinearizable) {
-        // Only possible when the budget ran out on the very configuration that was proven
-        // before; fall back to the original search, which is a proof as it stands.
+        // Only possible when the budget (time, states or memory) ran out on the very
+        // configuration that was proven before; fall back to the original search, which is a
+        // proof as it stands.
         return unminimised(model, history, failing);
     }
     let mut violation = from_search(

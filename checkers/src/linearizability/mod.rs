@@ -13,13 +13,13 @@
 //! answers [`Verdict::Unknown`] when it runs out. It knows nothing of the simulator or the
 //! store: it reads operations and asks the [`Model`].
 
+mod budget;
 mod explain;
 mod search;
 
-use std::time::{Duration, Instant};
-
 use serde::{Deserialize, Serialize};
 
+pub use budget::{human_bytes, Budget, Undecided, UndecidedPartition, UndecidedReason};
 pub use explain::{OpSummary, OutcomeUse, PrefixStep, Violation};
 use search::{Outcome, Progress, Search, SearchOp};
 
@@ -61,6 +61,17 @@ pub trait Model {
 
     /// One operation in words, its output included when known: `write 3`, `read -> 3`.
     fn describe(&self, op: &Operation<Self::Input, Self::Output>) -> String;
+
+    /// An estimate of the memory `state` takes in all: its own size plus the heap memory it
+    /// owns (strings' capacities, collections' buffers and nodes). The search adds it up over
+    /// the states it keeps to honour the budget's `max_bytes`, so an estimate on the low side
+    /// lets a check grow past its limit. Memory a state shares with other states (through an
+    /// `Rc`) may be counted in shares, its size over the number of holders: the search measures
+    /// a new state before it keeps a copy. The default, `size_of::<Self::State>()`, is right
+    /// for states that own nothing on the heap.
+    fn state_bytes(&self, _state: &Self::State) -> usize {
+        std::mem::size_of::<Self::State>()
+    }
 
     /// A state in words, for explanations (the default says nothing).
     fn describe_state(&self, _state: &Self::State) -> String {
@@ -124,70 +135,6 @@ impl<I, O> Operation<I, O> {
     }
 }
 
-/// Limits on a check. Checkers run outside the simulation, so wall-clock time is fine here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Budget {
-    /// Give up (answer `Unknown`) when this instant passes.
-    pub deadline: Option<Instant>,
-    /// At most this many memoised configurations per partition search (this bounds memory: a
-    /// configuration costs a bitset of the partition's operations plus one state).
-    pub max_states: usize,
-    /// At most this many bytes held by a check at once, by the checker's own accounting of what
-    /// it allocates; past it the check answers `Unknown` rather than grow.
-    pub max_bytes: usize,
-}
-
-impl Budget {
-    /// The default limit on memoised configurations per partition: about a million, which is
-    /// about a second of search and, with the corpus's models, 50-250 bytes a configuration
-    /// (a kv state holds its strings). Every history of the shared corpus that porcupine decides
-    /// needs at most a few tens of thousands per partition.
-    pub const DEFAULT_MAX_STATES: usize = 1 << 20;
-
-    /// The default memory limit of a check: 4 GiB, well under what a developer's machine or a
-    /// CI runner has, and far above what a decided check needs.
-    pub const DEFAULT_MAX_BYTES: usize = 4 << 30;
-
-    /// No deadline, at most `max_states` configurations per partition.
-    pub fn states(max_states: usize) -> Self {
-        Budget {
-            deadline: None,
-            max_states,
-            max_bytes: Budget::DEFAULT_MAX_BYTES,
-        }
-    }
-
-    /// The same budget, holding at most `max_bytes` at once.
-    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
-        Budget { max_bytes, ..self }
-    }
-
-    /// The same budget, ending at `deadline`.
-    pub fn with_deadline(self, deadline: Instant) -> Self {
-        Budget {
-            deadline: Some(deadline),
-            ..self
-        }
-    }
-
-    /// The same budget, ending `timeout` from now.
-    pub fn with_timeout(self, timeout: Duration) -> Self {
-        self.with_deadline(Instant::now() + timeout)
-    }
-
-    fn expired(&self) -> bool {
-        self.deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-    }
-}
-
-impl Default for Budget {
-    /// No deadline, [`Budget::DEFAULT_MAX_STATES`] configurations per partition.
-    fn default() -> Self {
-        Budget::states(Budget::DEFAULT_MAX_STATES)
-    }
-}
-
 /// The answer of a check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,74 +179,6 @@ pub struct Witness {
     pub order: Vec<Vec<usize>>,
     /// Configurations memoised over all partitions: how hard the search worked.
     pub states_explored: u64,
-}
-
-/// Why a check could not decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UndecidedReason {
-    /// The budget's deadline passed.
-    Deadline,
-    /// The search of a partition reached `max_states` memoised configurations.
-    MaxStates,
-}
-
-/// One partition the budget did not suffice for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UndecidedPartition {
-    pub partition: usize,
-    pub label: String,
-    pub operations: usize,
-    pub reason: UndecidedReason,
-    /// Configurations memoised before giving up.
-    pub states: usize,
-}
-
-/// What an `Unknown` verdict knows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Undecided {
-    /// `Deadline` if the deadline passed, else `MaxStates`.
-    pub reason: UndecidedReason,
-    pub partitions_total: usize,
-    /// Partitions found linearizable.
-    pub partitions_checked: usize,
-    pub undecided: Vec<UndecidedPartition>,
-    /// Configurations memoised over all partitions.
-    pub states_explored: u64,
-}
-
-impl Undecided {
-    pub fn render(&self) -> String {
-        let mut text = format!(
-            "unknown: the budget ran out ({}); {} of {} partitions are linearizable, none was \
-             found to violate, {} undecided\n",
-            match self.reason {
-                UndecidedReason::Deadline => "deadline passed",
-                UndecidedReason::MaxStates => "too many states",
-            },
-            self.partitions_checked,
-            self.partitions_total,
-            self.undecided.len()
-        );
-        for p in &self.undecided {
-            let label = if p.label.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", p.label)
-            };
-            text.push_str(&format!(
-                "  partition {}{label}: {} operations, {} states explored, {}\n",
-                p.partition + 1,
-                p.operations,
-                p.states,
-                match p.reason {
-                    UndecidedReason::Deadline => "deadline passed",
-                    UndecidedReason::MaxStates => "reached max_states",
-                }
-            ));
-        }
-        text
-    }
 }
 
 /// Search loop iterations per slice: between slices the deadline is checked and the next
@@ -370,6 +249,8 @@ fn run<M: Model>(
             ))
         })
         .collect();
+    // The searches share the memory limit: each slice may hold what the others leave.
+    let mut held: usize = searches.iter().flatten().map(Search::bytes).sum();
     let mut witness = vec![Vec::new(); partitions.len()];
     let mut undecided = Vec::new();
     let mut states_explored = 0u64;
@@ -382,8 +263,14 @@ fn run<M: Model>(
             let search = searches[p]
                 .as_mut()
                 .expect("a pending partition has a search");
-            match search.run(SLICE_STEPS) {
-                Progress::Paused => still.push(p),
+            let others = held - search.bytes();
+            let progress = search.run(SLICE_STEPS, budget.max_bytes.saturating_sub(others));
+            held = others + search.bytes();
+            let reason = match progress {
+                Progress::Paused => {
+                    still.push(p);
+                    continue;
+                }
                 Progress::Done(Outcome::Linearizable) => {
                     witness[p] = search
                         .order()
@@ -392,18 +279,9 @@ fn run<M: Model>(
                         .collect();
                     states_explored += search.states() as u64;
                     checked += 1;
+                    held = others;
                     searches[p] = None;
-                }
-                Progress::Done(Outcome::OutOfStates) => {
-                    states_explored += search.states() as u64;
-                    undecided.push(UndecidedPartition {
-                        partition: p,
-                        label: model.describe_partition(history, &partitions[p]),
-                        operations: partitions[p].len(),
-                        reason: UndecidedReason::MaxStates,
-                        states: search.states(),
-                    });
-                    searches[p] = None;
+                    continue;
                 }
                 Progress::Done(Outcome::NotLinearizable) => {
                     let search = searches[p].take().expect("the failing search");
@@ -421,7 +299,21 @@ fn run<M: Model>(
                         explain::unminimised(model, history, failing)
                     });
                 }
-            }
+                Progress::Done(Outcome::OutOfStates) => UndecidedReason::MaxStates,
+                Progress::Done(Outcome::OutOfMemory) => UndecidedReason::MaxBytes,
+            };
+            states_explored += search.states() as u64;
+            undecided.push(UndecidedPartition {
+                partition: p,
+                label: model.describe_partition(history, &partitions[p]),
+                operations: partitions[p].len(),
+                reason,
+                states: search.states(),
+                bytes: search.bytes(),
+            });
+            // Its memory goes back to the partitions still searching.
+            held = others;
+            searches[p] = None;
         }
         pending = still;
         if !pending.is_empty() && budget.expired() {
@@ -431,14 +323,17 @@ fn run<M: Model>(
     }
     if deadline_passed {
         for &p in &pending {
-            let states = searches[p].as_ref().map_or(0, |s| s.states());
-            states_explored += states as u64;
+            let search = searches[p]
+                .as_ref()
+                .expect("a pending partition has a search");
+            states_explored += search.states() as u64;
             undecided.push(UndecidedPartition {
                 partition: p,
                 label: model.describe_partition(history, &partitions[p]),
                 operations: partitions[p].len(),
                 reason: UndecidedReason::Deadline,
-                states,
+                states: search.states(),
+                bytes: search.bytes(),
             });
         }
     }
@@ -449,9 +344,14 @@ fn run<M: Model>(
         });
     }
     undecided.sort_by_key(|u| u.partition);
+    let out_of_memory = undecided
+        .iter()
+        .any(|u| u.reason == UndecidedReason::MaxBytes);
     Verdict::Unknown(Undecided {
         reason: if deadline_passed {
             UndecidedReason::Deadline
+        } else if out_of_memory {
+            UndecidedReason::MaxBytes
         } else {
             UndecidedReason::MaxStates
         },
@@ -459,6 +359,7 @@ fn run<M: Model>(
         partitions_checked: checked,
         undecided,
         states_explored,
+        max_bytes: budget.max_bytes,
     })
 }
 

@@ -22,10 +22,15 @@
 //!
 //! The search never reads a clock: the caller runs it in slices of a bounded number of steps and
 //! decides between slices whether time is up. It must never allocate without bound: the memo
-//! table stops at `max_states` configurations and the search then answers `OutOfStates`.
+//! table stops at `max_states` configurations and the search then answers `OutOfStates`; and
+//! before it keeps a configuration it adds up what that would make it hold (`bytes`: its
+//! arrays, the memo table's bitsets, states and hash tables, the stack, with the model's estimate
+//! of each state's heap memory, `Model::state_bytes`, and any allocation a push would grow), and
+//! answers `OutOfMemory` instead when that would pass the slice's byte limit.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::mem::size_of;
 
 use super::{Model, Operation};
 
@@ -53,6 +58,8 @@ pub(crate) enum Outcome {
     NotLinearizable,
     /// The memo table reached its limit before the search could decide.
     OutOfStates,
+    /// Keeping one more configuration would have passed the byte limit.
+    OutOfMemory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,14 +102,30 @@ pub(crate) struct Search<'a, M: Model> {
     read_only: Vec<bool>,
     /// The most known operations ever linearized at once.
     known_depth_max: usize,
-    /// The call entries linearized so far, in order, each with whether it was forced (see
-    /// `run`) and the state before it.
-    stack: Vec<(u32, bool, M::State)>,
+    /// The call entries linearized so far, in order.
+    stack: Vec<Step<M::State>>,
+    /// The heap bytes counted for the states on the stack.
+    stack_heap: usize,
+    /// The heap bytes counted for `state`.
+    state_heap: usize,
     cache: Cache<M::State>,
     max_states: usize,
+    /// What the arrays allocated once, in `new`, take.
+    fixed_bytes: usize,
     /// The first sequence of linearized operations seen with `known_depth_max` known ones.
     longest: Vec<u32>,
     finished: Option<Outcome>,
+}
+
+/// One linearized call entry on the stack.
+struct Step<S> {
+    entry: u32,
+    /// Whether it was forced (see `run`): the configuration before it has no other branch.
+    forced: bool,
+    /// The state before it.
+    before: S,
+    /// The heap bytes counted for `before` when it was pushed.
+    heap: usize,
 }
 
 impl<M: Model> std::fmt::Debug for Search<'_, M> {
@@ -110,6 +133,7 @@ impl<M: Model> std::fmt::Debug for Search<'_, M> {
         f.debug_struct("Search")
             .field("ops", &self.ops.len())
             .field("states", &self.cache.len())
+            .field("bytes", &self.bytes())
             .field("depth", &self.stack.len())
             .field("finished", &self.finished)
             .finish()
@@ -180,7 +204,7 @@ impl<'a, M: Model> Search<'a, M> {
             }
         }
         let cursor = next[HEAD];
-        Search {
+        let mut search = Search {
             model,
             history,
             entry_op,
@@ -203,11 +227,27 @@ impl<'a, M: Model> Search<'a, M> {
                 .collect(),
             known_depth_max: 0,
             stack: Vec::new(),
+            stack_heap: 0,
+            state_heap: 0,
             max_states,
-            longest: Vec::new(),
+            fixed_bytes: 0,
+            // Every operation is on the stack at most once, so this never grows.
+            longest: Vec::with_capacity(ops.len()),
             finished: None,
             ops,
-        }
+        };
+        search.fixed_bytes = vec_bytes(&search.ops)
+            + vec_bytes(&search.entry_op)
+            + vec_bytes(&search.entry_match)
+            + vec_bytes(&search.next)
+            + vec_bytes(&search.prev)
+            + vec_bytes(&search.linearized)
+            + vec_bytes(&search.known)
+            + vec_bytes(&search.zobrist)
+            + vec_bytes(&search.read_only)
+            + vec_bytes(&search.longest);
+        search.state_heap = heap_bytes(model, &search.state);
+        search
     }
 
     pub fn ops(&self) -> &[SearchOp] {
@@ -219,12 +259,23 @@ impl<'a, M: Model> Search<'a, M> {
         self.cache.len()
     }
 
+    /// The memory the search holds, as estimated: everything it allocated, the memo table and
+    /// the stack with their states (see `Model::state_bytes`).
+    pub fn bytes(&self) -> usize {
+        size_of::<Self>()
+            + self.fixed_bytes
+            + self.cache.bytes()
+            + vec_bytes(&self.stack)
+            + self.stack_heap
+            + self.state_heap
+    }
+
     /// After `Linearizable`: the order found, as indices into `ops`.
     pub fn order(&self) -> Vec<u32> {
         assert_eq!(self.finished, Some(Outcome::Linearizable));
         self.stack
             .iter()
-            .map(|&(e, _, _)| self.entry_op[e as usize])
+            .map(|step| self.entry_op[step.entry as usize])
             .collect()
     }
 
@@ -245,8 +296,9 @@ impl<'a, M: Model> Search<'a, M> {
         }
     }
 
-    /// Runs at most `step_limit` iterations of the search loop.
-    pub fn run(&mut self, step_limit: u64) -> Progress {
+    /// Runs at most `step_limit` iterations of the search loop, holding at most `max_bytes` (see
+    /// `bytes`): keeping a configuration that would pass it ends the search with `OutOfMemory`.
+    pub fn run(&mut self, step_limit: u64, max_bytes: usize) -> Progress {
         if let Some(outcome) = self.finished {
             return Progress::Done(outcome);
         }
@@ -270,10 +322,18 @@ impl<'a, M: Model> Search<'a, M> {
                 // An operation that must be linearized before anything else can happen was not
                 // (or the latest choice was forced and failed): undo the latest choice and try
                 // the entry after it.
-                let Some((call, forced, state)) = self.stack.pop() else {
+                let Some(Step {
+                    entry: call,
+                    forced,
+                    before,
+                    heap,
+                }) = self.stack.pop()
+                else {
                     break Outcome::NotLinearizable;
                 };
-                self.state = state;
+                self.stack_heap -= heap;
+                self.state = before;
+                self.state_heap = heap;
                 let op = self.entry_op[call as usize] as usize;
                 self.clear(op);
                 if self.ops[op].known {
@@ -333,16 +393,40 @@ impl<'a, M: Model> Search<'a, M> {
                 self.clear_bit(op);
                 break Outcome::OutOfStates;
             }
+            // Keeping the configuration puts one copy of the new state in the memo table and
+            // makes the other the current state, while the current one moves to the stack
+            // (counted as it was). The state is measured before it is copied: a model whose
+            // copies share memory (through an `Rc`) then charges what is new to the table's copy
+            // in full, where it stays when the search backtracks past the current one.
+            let next_heap = heap_bytes(self.model, &next_state);
+            let needed =
+                self.bytes() + self.cache.growth() + vec_growth(&self.stack, 1) + 2 * next_heap;
+            if needed > max_bytes {
+                self.clear_bit(op);
+                break Outcome::OutOfMemory;
+            }
             self.cache.insert(
                 exact_key,
                 dominance_key,
                 &self.linearized,
                 next_state.clone(),
+                next_heap,
             );
             self.known_hash = known_hash;
             self.unknown_hash = unknown_hash;
             let before = std::mem::replace(&mut self.state, next_state);
-            self.stack.push((entry as u32, forced, before));
+            let before_heap = std::mem::replace(&mut self.state_heap, next_heap);
+            self.stack.push(Step {
+                entry: entry as u32,
+                forced,
+                before,
+                heap: before_heap,
+            });
+            self.stack_heap += before_heap;
+            assert!(
+                self.bytes() <= needed,
+                "keeping a configuration grew the search past its estimate"
+            );
             self.lift(entry);
             if matching != NONE {
                 self.known_depth += 1;
@@ -353,7 +437,7 @@ impl<'a, M: Model> Search<'a, M> {
                 self.longest.extend(
                     self.stack
                         .iter()
-                        .map(|&(e, _, _)| self.entry_op[e as usize]),
+                        .map(|step| self.entry_op[step.entry as usize]),
                 );
             }
             self.cursor = self.next[HEAD];
@@ -468,6 +552,8 @@ struct Cache<S> {
     dominance: Option<Chains>,
     bits: Vec<u64>,
     states: Vec<S>,
+    /// The heap bytes counted for `states`.
+    heap: usize,
     words: usize,
 }
 
@@ -487,6 +573,21 @@ impl Chains {
         );
         let older = self.heads.insert(key, entry).unwrap_or(NONE);
         self.older.push(older);
+    }
+
+    /// What the chains take: the links and the hash table's buckets.
+    fn bytes(&self) -> usize {
+        vec_bytes(&self.older) + table_bytes::<(u64, u32)>(buckets(self.heads.capacity()))
+    }
+
+    /// What one more push may allocate.
+    fn growth(&self) -> usize {
+        let table = if self.heads.len() < self.heads.capacity() {
+            0
+        } else {
+            table_bytes::<(u64, u32)>((2 * buckets(self.heads.capacity())).max(4))
+        };
+        vec_growth(&self.older, 1) + table
     }
 
     /// The entries of `key`, newest first.
@@ -509,12 +610,30 @@ impl<S: Eq> Cache<S> {
             dominance: with_dominance.then(Chains::default),
             bits: Vec::new(),
             states: Vec::new(),
+            heap: 0,
             words,
         }
     }
 
     fn len(&self) -> usize {
         self.states.len()
+    }
+
+    /// What the table takes: bitsets, states (with their heap bytes) and both indexes.
+    fn bytes(&self) -> usize {
+        vec_bytes(&self.bits)
+            + vec_bytes(&self.states)
+            + self.heap
+            + self.exact.bytes()
+            + self.dominance.as_ref().map_or(0, Chains::bytes)
+    }
+
+    /// What one more `insert` may allocate, besides its state's heap bytes.
+    fn growth(&self) -> usize {
+        vec_growth(&self.bits, self.words)
+            + vec_growth(&self.states, 1)
+            + self.exact.growth()
+            + self.dominance.as_ref().map_or(0, Chains::growth)
     }
 
     fn entry_bits(&self, i: usize) -> &[u64] {
@@ -552,7 +671,8 @@ impl<S: Eq> Cache<S> {
             })
     }
 
-    fn insert(&mut self, exact_key: u64, dominance_key: u64, bits: &[u64], state: S) {
+    /// Keeps a configuration; `heap` is its state's heap bytes.
+    fn insert(&mut self, exact_key: u64, dominance_key: u64, bits: &[u64], state: S, heap: usize) {
         assert_eq!(bits.len(), self.words);
         let entry = self.states.len() as u32;
         self.exact.push(exact_key, entry);
@@ -561,6 +681,50 @@ impl<S: Eq> Cache<S> {
         }
         self.bits.extend_from_slice(bits);
         self.states.push(state);
+        self.heap += heap;
+    }
+}
+
+/// The heap bytes of `state` by the model's estimate: what it takes beyond its own size.
+fn heap_bytes<M: Model>(model: &M, state: &M::State) -> usize {
+    model
+        .state_bytes(state)
+        .saturating_sub(size_of::<M::State>())
+}
+
+/// What a vector's buffer takes.
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * size_of::<T>()
+}
+
+/// What pushing `additional` elements onto `v` allocates: nothing while its capacity suffices,
+/// else a whole new buffer (the old one is freed only after the copy), at least twice the size
+/// (the standard library's amortised growth).
+fn vec_growth<T>(v: &Vec<T>, additional: usize) -> usize {
+    let needed = v.len() + additional;
+    if needed <= v.capacity() {
+        return 0;
+    }
+    needed.max(2 * v.capacity()).max(4) * size_of::<T>()
+}
+
+/// The buckets of a standard hash map that can hold `capacity` entries (a power of two, 7/8 of
+/// which are usable once there are 8 or more).
+fn buckets(capacity: usize) -> usize {
+    match capacity {
+        0 => 0,
+        1..=7 => (capacity + 1).next_power_of_two(),
+        _ => (capacity / 7 * 8).next_power_of_two(),
+    }
+}
+
+/// What a standard hash map's table of `buckets` entries of `T` takes: the entries and a
+/// control byte each, plus a group of control bytes.
+fn table_bytes<T>(buckets: usize) -> usize {
+    if buckets == 0 {
+        0
+    } else {
+        buckets * (size_of::<T>() + 1) + 16
     }
 }
 

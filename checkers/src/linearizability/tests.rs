@@ -1,6 +1,7 @@
 //! The engine on tiny hand-made histories, against a brute-force checker on random ones, under
 //! tiny budgets, and the explanation's text.
 
+use std::mem::size_of;
 use std::time::Duration;
 
 use super::*;
@@ -579,4 +580,164 @@ fn an_undecided_check_renders_for_people() {
         panic!("undecided");
     };
     golden!("undecided", undecided.render());
+}
+
+#[test]
+fn a_tiny_memory_budget_gives_unknown_naming_the_memory_limit() {
+    let budget = Budget::default().with_max_bytes(64 << 10);
+    let Verdict::Unknown(undecided) = check(&Register::new(), &crowded_history(12), &budget) else {
+        panic!("64 KiB cannot decide it");
+    };
+    assert_eq!(undecided.reason, UndecidedReason::MaxBytes);
+    assert_eq!(undecided.max_bytes, 64 << 10);
+    let partition = &undecided.undecided[0];
+    assert_eq!(partition.reason, UndecidedReason::MaxBytes);
+    assert!(partition.states > 0, "it searched before it stopped");
+    assert!(
+        partition.bytes <= 64 << 10,
+        "it held {} bytes",
+        partition.bytes
+    );
+    let text = undecided.render();
+    assert!(
+        text.starts_with("unknown: the budget ran out (memory limit of 64.0 KiB reached); 0 of 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "partition 1: 24 operations, {} states explored, holding ",
+            partition.states
+        )) && text.contains("reached max_bytes (64.0 KiB)"),
+        "{text}"
+    );
+    golden!("undecided_max_bytes", text);
+}
+
+#[test]
+fn the_default_memory_budget_decides_what_the_states_allow() {
+    assert_eq!(Budget::default().max_bytes, Budget::DEFAULT_MAX_BYTES);
+    for clients in [6, 8] {
+        let verdict = check(
+            &Register::new(),
+            &crowded_history(clients),
+            &Budget::default(),
+        );
+        assert!(verdict.is_linearizable(), "{}", verdict.render());
+    }
+    assert!(verdict(&lost_update()).is_not_linearizable());
+    // The limit is what stops the search, not the states: the same history decides with room.
+    let room = Budget::default().with_max_bytes(256 << 20);
+    assert!(check(&Register::new(), &crowded_history(8), &room).is_linearizable());
+}
+
+#[test]
+fn a_key_out_of_memory_does_not_hide_a_violating_key() {
+    let put = |client: u64, call: u64, ret: u64, key: &str, value: &str| {
+        Operation::completed(
+            client,
+            call,
+            ret,
+            KvInput {
+                key: key.into(),
+                op: KvOp::Put(value.into()),
+            },
+            KvOutput::Done,
+        )
+    };
+    let get = |client: u64, call: u64, ret: u64, key: &str, value: &str| {
+        Operation::completed(
+            client,
+            call,
+            ret,
+            KvInput {
+                key: key.into(),
+                op: KvOp::Get,
+            },
+            KvOutput::Value(value.into()),
+        )
+    };
+    let mut history = Vec::new();
+    for client in 0..12u64 {
+        history.push(put(client, client, 100 + client, "a", &client.to_string()));
+        history.push(get(client + 20, 50, 200, "a", &(11 - client).to_string()));
+    }
+    history.push(put(40, 300, 301, "b", "x"));
+    history.push(get(41, 302, 303, "b", ""));
+    let budget = Budget::default().with_max_bytes(64 << 10);
+    let Verdict::NotLinearizable(violation) = decide(&Kv::default(), &history, &budget) else {
+        panic!("key b violates whatever happens to key a");
+    };
+    assert_eq!(violation.partition_label, "key \"b\"");
+    let Verdict::Unknown(undecided) = decide(&Kv::default(), &history[..24], &budget) else {
+        panic!("key a alone does not fit in 64 KiB");
+    };
+    assert_eq!(undecided.undecided[0].label, "key \"a\"");
+    assert_eq!(undecided.reason, UndecidedReason::MaxBytes);
+}
+
+/// `(states, bytes)` after each slice of a search of `history`, until it ends.
+fn growth<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) -> Vec<(usize, usize)> {
+    let all: Vec<usize> = (0..history.len()).collect();
+    let mut search = Search::new(model, history, search_ops(history, &all, &[]), 2_000);
+    let mut seen = vec![(search.states(), search.bytes())];
+    while search.run(64, usize::MAX) == Progress::Paused {
+        seen.push((search.states(), search.bytes()));
+    }
+    seen.push((search.states(), search.bytes()));
+    seen
+}
+
+#[test]
+fn the_bytes_accounted_grow_with_the_states_kept() {
+    let seen = growth(&Register::new(), &crowded_history(12));
+    assert!(seen.len() > 10, "the search takes many slices: {seen:?}");
+    // Buffers grow by doubling, so the bytes rise in steps, and never fall while states are
+    // kept; each configuration costs at least its bitset word and its state.
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].1,
+            "fewer bytes for more states: {seen:?}"
+        );
+    }
+    for &(states, bytes) in &seen {
+        assert!(bytes > states * (8 + size_of::<Option<i64>>()), "{seen:?}");
+    }
+    let (states, bytes) = *seen.last().unwrap();
+    assert_eq!(states, 2_000);
+    let (_, bytes_at_200) = *seen.iter().find(|(states, _)| *states >= 200).unwrap();
+    assert!(bytes > 4 * bytes_at_200, "{seen:?}");
+
+    // The same search with kv states: long values cost more than short ones.
+    let kv = |value_len: usize| -> Vec<Operation<KvInput, KvOutput>> {
+        crowded_history(12)
+            .iter()
+            .map(|op| {
+                let text = |v: i64| format!("{v}{}", "x".repeat(value_len));
+                let (input, output) = match (&op.input, &op.output) {
+                    (In::Write(v), _) => (KvOp::Put(text(*v)), KvOutput::Done),
+                    (_, Some(Out::Read(Some(v)))) => (KvOp::Get, KvOutput::Value(text(*v))),
+                    other => panic!("not in a crowded history: {other:?}"),
+                };
+                Operation {
+                    input: KvInput {
+                        key: "k".into(),
+                        op: input,
+                    },
+                    output: Some(output),
+                    client: op.client,
+                    call: op.call,
+                    ret: op.ret,
+                }
+            })
+            .collect()
+    };
+    let short = growth(&Kv::default(), &kv(1));
+    let long = growth(&Kv::default(), &kv(1_000));
+    let (short_states, short_bytes) = *short.last().unwrap();
+    let (long_states, long_bytes) = *long.last().unwrap();
+    assert_eq!(short_states, long_states);
+    assert!(
+        long_bytes > short_bytes + short_states * 500,
+        "{short_bytes} vs {long_bytes} for {short_states} states"
+    );
 }

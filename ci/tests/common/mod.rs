@@ -40,7 +40,11 @@ pub fn judge(config: &RunConfig) -> RunVerdict {
             replay(config)
         )
     });
-    judge_run(config, &output, &CheckOptions { timeout_ms: 30_000 })
+    let options = CheckOptions {
+        timeout_ms: 30_000,
+        ..config.check_options()
+    };
+    judge_run(config, &output, &options)
 }
 
 /// Runs the `faultline` binary: its exit code, stdout and stderr.
