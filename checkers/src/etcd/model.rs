@@ -124,7 +124,43 @@ impl Default for EtcdState {
     }
 }
 
+/// A B-tree's cost per entry beyond the entry itself: its share of node headers, edges and
+/// the slack of half-full nodes (a node holds 5 to 11 entries).
+const BTREE_ENTRY_OVERHEAD: usize = 3 * size_of::<usize>();
+
+/// `bytes` of memory held through `arc`, over the number of its holders (rounded up).
+fn share<T: ?Sized>(arc: &Arc<T>, bytes: usize) -> usize {
+    bytes.div_ceil(Arc::strong_count(arc))
+}
+
 impl EtcdState {
+    /// The heap memory the state holds: the keyspace's and the lease table's trees with every
+    /// key and value (capacities included). A tree shared with other states (a read's clone, a
+    /// write's predecessor before copy-on-write) counts in shares.
+    pub fn heap_bytes(&self) -> usize {
+        let kv_entry = size_of::<String>() + size_of::<Kv>() + BTREE_ENTRY_OVERHEAD;
+        let keyspace: usize = self
+            .keyspace
+            .iter()
+            .map(|(key, kv)| kv_entry + key.capacity() + kv.key.capacity() + kv.value.capacity())
+            .sum();
+        let lease_entry = size_of::<i64>() + size_of::<Lease>() + BTREE_ENTRY_OVERHEAD;
+        let key_entry = size_of::<String>() + BTREE_ENTRY_OVERHEAD;
+        let leases: usize = self
+            .leases
+            .values()
+            .map(|lease| {
+                lease_entry
+                    + lease
+                        .keys
+                        .iter()
+                        .map(|key| key_entry + key.capacity())
+                        .sum::<usize>()
+            })
+            .sum();
+        share(&self.keyspace, keyspace) + share(&self.leases, leases)
+    }
+
     /// An empty store: revision 1, nothing compacted, no keys, no leases.
     pub fn new() -> Self {
         EtcdState {

@@ -616,3 +616,24 @@ fn a_header_revision_that_cannot_follow_the_state_is_refused_at_once() {
         None
     );
 }
+
+#[test]
+fn heap_bytes_count_keys_values_and_leases_and_share_what_clones_share() {
+    let empty = EtcdState::new();
+    let one = empty
+        .apply(&put("/k", &"v".repeat(1000)), None)
+        .expect("put")
+        .state;
+    assert!(one.heap_bytes() >= empty.heap_bytes() + 1000);
+    let alone = one.heap_bytes();
+    // A clone shares the keyspace: each of the two holds half of it.
+    let copy = one.clone();
+    assert!(copy.heap_bytes() <= alone.div_ceil(2) + 1);
+    let two = copy.apply(&put("/other", "x"), None).expect("put").state;
+    assert!(two.heap_bytes() > 1000);
+    let leased = empty
+        .apply(&Request::LeaseGrant { id: 7, ttl: 60 }, None)
+        .expect("grant")
+        .state;
+    assert!(leased.heap_bytes() > empty.heap_bytes());
+}

@@ -186,6 +186,10 @@ impl Model for EtcdModel {
         }
     }
 
+    fn state_bytes(&self, state: &EtcdState) -> usize {
+        std::mem::size_of::<EtcdState>() + state.heap_bytes()
+    }
+
     fn describe(&self, op: &EtcdOperation) -> String {
         let outcome = match (&op.ret, &op.output) {
             (None, _) => "unknown".to_string(),
