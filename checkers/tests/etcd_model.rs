@@ -4,11 +4,32 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use faultline_checkers::etcd::{check, EtcdReport, Judgement, RevisionReads};
+use faultline_checkers::etcd::{self, EtcdReport, Judgement, RevisionReads};
 use faultline_checkers::history::{
     Compare, CompareResult, CompareTarget, History, Kv, Operation, Outcome, Request, Response,
 };
 use faultline_checkers::linearizability::{Budget, Verdict};
+
+/// Both checkers on one history: the revision-guided checker (the default) must reach the WGL
+/// search's verdict. Returns the WGL report, for the assertions on its details.
+fn check(history: &History, budget: Budget) -> EtcdReport {
+    let guided = etcd::check(history, budget.clone());
+    let wgl = etcd::wgl::check(history, budget);
+    if wgl.judgement() != Judgement::Unknown {
+        assert_eq!(
+            guided.judgement(),
+            wgl.judgement(),
+            "the checkers disagree
+guided:
+{}
+WGL:
+{}",
+            guided.render(),
+            wgl.render()
+        );
+    }
+    wgl
+}
 
 /// Compares `text` with its golden file `golden/<name>.snap` beside this file.
 macro_rules! golden {

@@ -139,8 +139,8 @@ fn linearizability(history: &History, options: &CheckOptions) -> CheckerResult {
     let report = etcd::check(history, options.budget());
     let c = &report.counts;
     let summary = format!(
-        "{} searched, {} read at their revision, {} unknown outcomes",
-        c.searched, c.revision_reads, c.unknown
+        "{} revisions ({} filled by unknown writes or revokes), {} read at a past revision, {} unknown outcomes",
+        c.revisions, c.filled, c.revision_reads, c.unknown
     );
     let status = match report.judgement() {
         Judgement::Pass => Status::Pass,

@@ -156,7 +156,10 @@ fn check_memory_bounds_the_checker_and_is_recorded_with_the_run() {
     let history = history.to_str().unwrap();
     let (code, stdout, _) = faultline(&["check", history, "--check-memory", "1000"]);
     assert_eq!(code, 5, "{stdout}");
-    assert!(stdout.contains("reached max_bytes (1000 B)"), "{stdout}");
+    assert!(
+        stdout.contains("memory limit of 1000 B reached"),
+        "{stdout}"
+    );
     let (code, stdout, _) = faultline(&["check", history, "--check-memory", "512MiB"]);
     assert_eq!(code, 0, "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);

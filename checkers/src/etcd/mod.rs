@@ -6,9 +6,14 @@
 //!   txns with compares and branches, leases with attached keys, compaction), with the range and
 //!   compare helpers in [`keyspace`]. It must never depend on a history's times: it is the
 //!   contract, applied one request at a time.
+//! - [`guided`]: the default checker. It orders the history by the revisions the store
+//!   reported, fills the revisions no acknowledged write claims with writes of unknown outcome,
+//!   replays once in revision order and checks every read and real time against that order. It
+//!   must never search without a budget, nor hold more than the live keyspace per open choice.
 //! - [`wgl`]: the same semantics as a model for the generic linearizability search
 //!   ([`crate::linearizability`]), and the checker built on it: exponential in writes of unknown
-//!   outcome. It must never decide by anything but the search and the revision reads.
+//!   outcome, kept as a second opinion (the differential tests hold the two against each other).
+//!   It must never decide by anything but the search and the revision reads.
 //! - [`render`]: requests, responses and states in words. It must never decide anything.
 //!
 //! Not modelled, by design:
@@ -19,6 +24,7 @@
 //! - The txn op limit, request sizes, the space quota and alarms: requests refused for these
 //!   reasons end `failed`, and failed operations are dropped before checking.
 
+pub mod guided;
 pub mod keyspace;
 pub mod model;
 pub mod render;
@@ -29,9 +35,10 @@ mod tests;
 
 use crate::history::{History, Outcome, Request, Response};
 
+pub use guided::{check, GuidedReport, GuidedVerdict, GuidedViolation, Property};
 pub use model::{Applied, EtcdState, Lease, Refusal};
 pub use render::request_text;
-pub use wgl::{check, EtcdCounts, EtcdReport, RevisionReads, StaleRead};
+pub use wgl::{EtcdCounts, EtcdReport, RevisionReads, StaleRead};
 pub use wgl::{EtcdInput, EtcdModel, EtcdOperation};
 
 use render::seconds;

@@ -1,0 +1,477 @@
+//! What the guided checker knows of a history before it replays anything: who claims each
+//! revision, which operations sit at each revision, which reads look at which revision, which
+//! writes of unknown outcome a read has seen, and by when each revision's maker must have been
+//! invoked.
+//!
+//! What this module must never do: apply a request. It only sorts and indexes the history (by
+//! reference: it copies no request or response), so its memory is a few words per operation.
+
+use std::collections::BTreeMap;
+
+use super::super::{bumped, is_write, lease_warnings, read_revision};
+use crate::history::{History, Kv, Operation, Outcome, Request, Response};
+
+/// An operation, by its position in the history.
+pub(super) type At = u32;
+
+/// A read whose data is checked against the keyspace at one revision: a serializable read, a
+/// read at a past revision, or such a read inside a txn.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RevisionRead {
+    pub op: At,
+    /// Its position in its txn's responses, for a read inside a txn.
+    pub in_txn: Option<u32>,
+    /// The revision whose keyspace it must show.
+    pub at: i64,
+}
+
+/// A kv some read returned: where and what.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen<'h> {
+    /// The revision whose keyspace the read showed.
+    pub at: i64,
+    pub kv: &'h Kv,
+    /// From a keys-only read: the value is not shown.
+    pub keys_only: bool,
+}
+
+impl Seen<'_> {
+    /// Whether `kv` is what this read saw (its value too, unless it read keys only).
+    pub fn shows(&self, kv: &Kv) -> bool {
+        kv.key == self.kv.key
+            && kv.create_revision == self.kv.create_revision
+            && kv.mod_revision == self.kv.mod_revision
+            && kv.version == self.kv.version
+            && kv.lease == self.kv.lease
+            && (self.keys_only || kv.value == self.kv.value)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GuidedCounts {
+    /// Operations in the history.
+    pub total: usize,
+    /// Failed operations: they certainly took no effect, and are dropped.
+    pub failed: usize,
+    /// Operations of unknown outcome.
+    pub unknown: usize,
+    /// Reads of unknown outcome, dropped: they changed nothing and nothing was seen.
+    pub unknown_reads_dropped: usize,
+    /// The highest revision any response reports or shows.
+    pub revisions: i64,
+    /// Revisions made by an acknowledged write that reports them.
+    pub claimed: usize,
+    /// Reads whose data was checked against the keyspace at a revision other than the latest
+    /// when they ran (serializable reads, reads at a past revision, inside txns too).
+    pub revision_reads: usize,
+    /// Writes of unknown outcome a read saw at a revision no acknowledged write claims.
+    pub pinned: usize,
+    /// Revisions filled by a write of unknown outcome (or a lease revoke that deleted keys).
+    pub filled: usize,
+    /// Revisions where more than one write could have been the maker, none seen by a read.
+    pub choices: usize,
+    /// Times the replay went back to try another maker for such a revision.
+    pub backtracks: usize,
+}
+
+/// The history, indexed for one replay in revision order.
+pub(super) struct Index<'h> {
+    pub ops: &'h [Operation],
+    pub counts: GuidedCounts,
+    pub warnings: Vec<String>,
+    /// The highest revision the replay must reach.
+    pub max_revision: i64,
+    /// Per revision (index = revision), the acknowledged write that reports it as its own.
+    claimer: Vec<Option<At>>,
+    /// Revisions two or more acknowledged writes report as their own, with the writes.
+    pub duplicate_claims: Vec<(i64, Vec<At>)>,
+    /// The acknowledged operations that made no revision, by header revision, then by
+    /// completion: the operations "at" each revision, between its write and the next.
+    at_revision: Vec<At>,
+    at_revision_start: Vec<u32>,
+    /// Reads checked at a revision, by that revision.
+    revision_reads: Vec<RevisionRead>,
+    revision_reads_start: Vec<u32>,
+    /// The writes of unknown outcome, by invocation.
+    pub unknowns: Vec<At>,
+    /// Per unknown write (by its place in `unknowns`), the revision a read saw it make, if one
+    /// did and no other write could have written what was seen.
+    pub pinned: Vec<Option<i64>>,
+    /// Per revision no acknowledged write claims, the kvs reads saw made there.
+    pub seen_made: BTreeMap<i64, Vec<Seen<'h>>>,
+    /// Per key, the kvs reads saw, by the revision they showed.
+    pub seen_by_key: BTreeMap<&'h str, Vec<Seen<'h>>>,
+    /// Per key, the revisions at which acknowledged writes put it.
+    pub claimed_puts: BTreeMap<&'h str, Vec<i64>>,
+    /// Per revision `r`, the earliest completion of the acknowledged operations placed after
+    /// the maker of `r`: whoever made `r` was invoked no later.
+    made_by: Vec<u64>,
+}
+
+/// When an operation completed: never for one that did not return, and never before it was
+/// invoked (a history read from a file cannot say otherwise; one built in code is clamped).
+pub(super) fn completion(op: &Operation) -> u64 {
+    op.complete_ns
+        .map_or(u64::MAX, |done| done.max(op.invoke_ns))
+}
+
+/// When an operation may have taken effect at the earliest, for real-time order: a
+/// serializable read is not linearizable, so nothing bounds it from below.
+pub(super) fn earliest(op: &Operation) -> u64 {
+    match &op.request {
+        Request::Get {
+            serializable: true, ..
+        } => 0,
+        _ => op.invoke_ns,
+    }
+}
+
+pub(super) fn ok_parts(op: &Operation) -> Option<(i64, &Response)> {
+    match &op.outcome {
+        Outcome::Ok { revision, response } => Some((*revision, response)),
+        _ => None,
+    }
+}
+
+/// Every kv in a response, with the index of the txn sub-response it came from.
+fn kvs_of(response: &Response) -> Vec<(Option<usize>, &Kv)> {
+    match response {
+        Response::Get { kvs, .. } => kvs.iter().map(|kv| (None, kv)).collect(),
+        Response::Txn { responses, .. } => responses
+            .iter()
+            .enumerate()
+            .flat_map(|(i, sub)| match sub {
+                Response::Get { kvs, .. } => kvs.iter().map(|kv| (Some(i), kv)).collect(),
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The puts a request may make, as (key, value).
+pub(super) fn puts_of(request: &Request) -> Vec<(&str, &str)> {
+    match request {
+        Request::Put { key, value, .. } => vec![(key, value)],
+        Request::Txn {
+            success, failure, ..
+        } => success.iter().chain(failure).flat_map(puts_of).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Compressed rows: `start[i]..start[i + 1]` are the entries of row `i`.
+fn rows(keys: impl Iterator<Item = usize>, rows: usize) -> Vec<u32> {
+    let mut start = vec![0u32; rows + 1];
+    for key in keys {
+        start[key + 1] += 1;
+    }
+    for i in 0..rows {
+        start[i + 1] += start[i];
+    }
+    start
+}
+
+impl<'h> Index<'h> {
+    pub fn new(history: &'h History) -> Index<'h> {
+        let ops = &history.operations[..];
+        let mut counts = GuidedCounts {
+            total: ops.len(),
+            ..GuidedCounts::default()
+        };
+        let mut max_revision = 1;
+        let mut claims: BTreeMap<i64, Vec<At>> = BTreeMap::new();
+        let mut at_revision: Vec<(i64, u64, At)> = Vec::new();
+        let mut revision_reads: Vec<RevisionRead> = Vec::new();
+        let mut unknowns: Vec<At> = Vec::new();
+        let mut seen_by_key: BTreeMap<&str, Vec<Seen>> = BTreeMap::new();
+        let mut claimed_puts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (at, op) in ops.iter().enumerate() {
+            let at = at as At;
+            let (header, response) = match &op.outcome {
+                Outcome::Failed { .. } => {
+                    counts.failed += 1;
+                    continue;
+                }
+                Outcome::Unknown => {
+                    counts.unknown += 1;
+                    if is_write(&op.request) {
+                        unknowns.push(at);
+                    } else {
+                        counts.unknown_reads_dropped += 1;
+                    }
+                    continue;
+                }
+                Outcome::Ok { revision, response } => (*revision, response),
+            };
+            max_revision = max_revision.max(header);
+            if bumped(&op.request, response) {
+                claims.entry(header).or_default().push(at);
+                for (key, _) in executed_puts(&op.request, response) {
+                    claimed_puts.entry(key).or_default().push(header);
+                }
+            } else {
+                at_revision.push((header, completion(op), at));
+            }
+            // Where each part of the response shows the keyspace, and whether with values.
+            let shown = |sub: Option<usize>| -> (i64, bool) {
+                let get = match (&op.request, sub) {
+                    (request, None) => Some(request),
+                    (Request::Txn { .. }, Some(i)) => {
+                        executed(&op.request, response).and_then(|branch| branch.get(i))
+                    }
+                    _ => None,
+                };
+                match get {
+                    Some(get @ Request::Get { keys_only, .. }) => {
+                        (read_revision(get, header), *keys_only)
+                    }
+                    _ => (header, false),
+                }
+            };
+            for (sub, kv) in kvs_of(response) {
+                max_revision = max_revision.max(kv.mod_revision);
+                let (at, keys_only) = shown(sub);
+                seen_by_key
+                    .entry(&kv.key)
+                    .or_default()
+                    .push(Seen { at, kv, keys_only });
+            }
+            match &op.request {
+                Request::Get {
+                    serializable,
+                    revision,
+                    ..
+                } if *serializable || *revision > 0 => revision_reads.push(RevisionRead {
+                    op: at,
+                    in_txn: None,
+                    at: read_revision(&op.request, header),
+                }),
+                Request::Txn { .. } => {
+                    for (i, sub) in executed(&op.request, response)
+                        .unwrap_or(&[])
+                        .iter()
+                        .enumerate()
+                    {
+                        if matches!(sub, Request::Get { revision, .. } if *revision > 0) {
+                            revision_reads.push(RevisionRead {
+                                op: at,
+                                in_txn: Some(i as u32),
+                                at: read_revision(sub, header),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A read at a past revision may name one beyond every header: the replay stops at the
+        // highest revision it must reach, and such a read fails there.
+        let max_revision = max_revision.max(1);
+        let revisions = max_revision as usize + 2;
+        counts.revisions = max_revision;
+        counts.revision_reads = revision_reads.len();
+
+        let mut claimer = vec![None; revisions];
+        let mut duplicate_claims = Vec::new();
+        for (revision, writers) in claims {
+            if revision >= 1 {
+                claimer[revision as usize] = Some(writers[0]);
+                counts.claimed += 1;
+            }
+            if writers.len() > 1 || revision < 2 {
+                duplicate_claims.push((revision, writers));
+            }
+        }
+
+        at_revision.retain(|&(header, _, _)| header >= 1);
+        at_revision.sort_unstable();
+        let at_revision_start = rows(at_revision.iter().map(|a| a.0 as usize), revisions);
+        let at_revision: Vec<At> = at_revision.into_iter().map(|a| a.2).collect();
+
+        revision_reads.retain(|read| read.at >= 1 && read.at <= max_revision);
+        revision_reads.sort_by_key(|read| (read.at, read.op, read.in_txn));
+        let revision_reads_start = rows(revision_reads.iter().map(|r| r.at as usize), revisions);
+
+        unknowns.sort_by_key(|&at| (ops[at as usize].invoke_ns, at));
+        for seen in seen_by_key.values_mut() {
+            seen.sort_by_key(|s| (s.at, s.kv.mod_revision));
+        }
+        for revisions in claimed_puts.values_mut() {
+            revisions.sort_unstable();
+        }
+
+        // What reads saw made at revisions no acknowledged write claims, and which unknown
+        // write each of those kvs can only come from.
+        let mut seen_made: BTreeMap<i64, Vec<Seen>> = BTreeMap::new();
+        for seen in seen_by_key.values().flatten() {
+            let r = seen.kv.mod_revision;
+            if r >= 1 && (r as usize) < revisions && claimer[r as usize].is_none() {
+                let made = seen_made.entry(r).or_default();
+                if !made
+                    .iter()
+                    .any(|m| m.keys_only == seen.keys_only && m.kv == seen.kv)
+                {
+                    made.push(*seen);
+                }
+            }
+        }
+        let mut writers_of: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+        for (u, &at) in unknowns.iter().enumerate() {
+            for put in puts_of(&ops[at as usize].request) {
+                writers_of.entry(put).or_default().push(u);
+            }
+        }
+        let mut pinned = vec![None; unknowns.len()];
+        for (&r, made) in &seen_made {
+            for kv in made.iter().filter(|m| !m.keys_only).map(|m| m.kv) {
+                if let Some([u]) = writers_of
+                    .get(&(kv.key.as_str(), kv.value.as_str()))
+                    .map(Vec::as_slice)
+                {
+                    if pinned[*u].is_none() {
+                        pinned[*u] = Some(r);
+                    }
+                }
+            }
+        }
+        counts.pinned = pinned.iter().flatten().count();
+
+        // made_by[r]: the earliest completion among everything placed after the maker of r,
+        // that is the operations at revisions >= r and the claimers of revisions > r.
+        let mut made_by = vec![u64::MAX; revisions];
+        let mut later = u64::MAX;
+        for r in (1..revisions).rev() {
+            if let Some(claimer) = claimer.get(r + 1).copied().flatten() {
+                later = later.min(completion(&ops[claimer as usize]));
+            }
+            let (from, to) = (at_revision_start[r], at_revision_start[r + 1]);
+            for &at in &at_revision[from as usize..to as usize] {
+                later = later.min(completion(&ops[at as usize]));
+            }
+            made_by[r] = later;
+        }
+
+        let mut warnings = Vec::new();
+        warnings.extend(lease_warnings(history));
+        Index {
+            ops,
+            counts,
+            warnings,
+            max_revision,
+            claimer,
+            duplicate_claims,
+            at_revision,
+            at_revision_start,
+            revision_reads,
+            revision_reads_start,
+            unknowns,
+            pinned,
+            seen_made,
+            seen_by_key,
+            claimed_puts,
+            made_by,
+        }
+    }
+
+    /// The memory the index holds, by its own accounting: its tables, a few words per
+    /// operation and per revision (the history itself is the caller's).
+    pub fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        const ENTRY: usize = 4 * size_of::<usize>();
+        self.claimer.capacity() * size_of::<Option<At>>()
+            + self.duplicate_claims.capacity() * size_of::<(i64, Vec<At>)>()
+            + (self.at_revision.capacity() + self.unknowns.capacity()) * size_of::<At>()
+            + (self.at_revision_start.capacity() + self.revision_reads_start.capacity()) * 4
+            + self.revision_reads.capacity() * size_of::<RevisionRead>()
+            + self.pinned.capacity() * size_of::<Option<i64>>()
+            + self.made_by.capacity() * size_of::<u64>()
+            + self
+                .seen_made
+                .values()
+                .map(|v| ENTRY + v.capacity() * size_of::<Seen>())
+                .sum::<usize>()
+            + self
+                .seen_by_key
+                .values()
+                .map(|v| ENTRY + v.capacity() * size_of::<Seen>())
+                .sum::<usize>()
+            + self
+                .claimed_puts
+                .values()
+                .map(|v| ENTRY + v.capacity() * size_of::<i64>())
+                .sum::<usize>()
+    }
+
+    pub fn op(&self, at: At) -> &'h Operation {
+        &self.ops[at as usize]
+    }
+
+    /// The acknowledged write that reports revision `r` as its own.
+    pub fn claimer(&self, r: i64) -> Option<At> {
+        self.claimer.get(r as usize).copied().flatten()
+    }
+
+    /// The acknowledged operations that made no revision and report `r`, by completion.
+    pub fn at_revision(&self, r: i64) -> &[At] {
+        let r = r as usize;
+        let (from, to) = (self.at_revision_start[r], self.at_revision_start[r + 1]);
+        &self.at_revision[from as usize..to as usize]
+    }
+
+    /// The reads that must show the keyspace at revision `r`.
+    pub fn revision_reads(&self, r: i64) -> &[RevisionRead] {
+        let r = r as usize;
+        let (from, to) = (
+            self.revision_reads_start[r],
+            self.revision_reads_start[r + 1],
+        );
+        &self.revision_reads[from as usize..to as usize]
+    }
+
+    /// The latest a write may have been invoked to make revision `r`.
+    pub fn made_by(&self, r: i64) -> u64 {
+        self.made_by[r as usize]
+    }
+
+    /// How many acknowledged writes put `key` at revisions in `(after, up_to]`.
+    pub fn claimed_puts_between(&self, key: &str, after: i64, up_to: i64) -> usize {
+        self.claimed_puts.get(key).map_or(0, |revisions| {
+            let from = revisions.partition_point(|&r| r <= after);
+            let to = revisions.partition_point(|&r| r <= up_to);
+            to.saturating_sub(from)
+        })
+    }
+
+    /// The first kv of `key` a read saw at revision `r` or later.
+    pub fn first_seen_from(&self, key: &str, r: i64) -> Option<Seen<'h>> {
+        let seen = self.seen_by_key.get(key)?;
+        seen.get(seen.partition_point(|s| s.at < r)).copied()
+    }
+}
+
+/// The branch of a txn its response says ran.
+pub(super) fn executed<'r>(request: &'r Request, response: &Response) -> Option<&'r [Request]> {
+    match (request, response) {
+        (
+            Request::Txn {
+                success, failure, ..
+            },
+            Response::Txn { succeeded, .. },
+        ) => Some(if *succeeded { success } else { failure }),
+        _ => None,
+    }
+}
+
+/// The puts an acknowledged request made, by its response.
+fn executed_puts<'r>(request: &'r Request, response: &Response) -> Vec<(&'r str, &'r str)> {
+    match request {
+        Request::Put { key, value, .. } => vec![(key, value)],
+        Request::Txn { .. } => executed(request, response)
+            .unwrap_or(&[])
+            .iter()
+            .flat_map(puts_of)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
