@@ -51,6 +51,32 @@ pub struct CommittedEvent {
     pub prev_kv: Option<Kv>,
 }
 
+impl CommittedEvent {
+    /// Whether this event, as reconstructed, agrees with `truth` wherever it knows something. A
+    /// put rebuilt from an acknowledged write alone (no watch delivered it) does not know its
+    /// create revision or version (both 0), nor, then, what the next put of the key had as
+    /// `prev_kv`: those fields agree with anything.
+    pub fn agrees_with(&self, truth: &CommittedEvent) -> bool {
+        fn kv_agrees(rebuilt: &Kv, truth: &Kv) -> bool {
+            let unknown = rebuilt.create_revision == 0 && rebuilt.version == 0;
+            rebuilt.key == truth.key
+                && rebuilt.value == truth.value
+                && rebuilt.mod_revision == truth.mod_revision
+                && rebuilt.lease == truth.lease
+                && (unknown
+                    || (rebuilt.create_revision == truth.create_revision
+                        && rebuilt.version == truth.version))
+        }
+        self.kind == truth.kind
+            && kv_agrees(&self.kv, &truth.kv)
+            && match (&self.prev_kv, &truth.prev_kv) {
+                (None, None) => true,
+                (Some(rebuilt), Some(truth)) => kv_agrees(rebuilt, truth),
+                _ => false,
+            }
+    }
+}
+
 impl CommittedHistory {
     /// The number of events over all revisions.
     pub fn event_count(&self) -> usize {
@@ -481,4 +507,42 @@ fn acknowledge(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(value: &str, create: i64, modified: i64, version: i64) -> Kv {
+        Kv {
+            key: "k".into(),
+            value: value.into(),
+            create_revision: create,
+            mod_revision: modified,
+            version,
+            lease: 0,
+        }
+    }
+
+    fn event(kv: Kv, prev_kv: Option<Kv>) -> CommittedEvent {
+        CommittedEvent {
+            kind: EventKind::Put,
+            kv,
+            prev_kv,
+        }
+    }
+
+    #[test]
+    fn a_put_rebuilt_from_its_acknowledgement_agrees_on_what_it_knows() {
+        let truth = event(put("b", 3, 7, 2), Some(put("a", 3, 3, 1)));
+        // Rebuilt from the write alone: no create revision or version.
+        let rebuilt = event(put("b", 0, 7, 0), Some(put("a", 3, 3, 1)));
+        assert!(rebuilt.agrees_with(&truth));
+        assert!(event(put("b", 3, 7, 2), Some(put("a", 0, 3, 0))).agrees_with(&truth));
+        // What it does know must match.
+        assert!(!event(put("c", 0, 7, 0), Some(put("a", 3, 3, 1))).agrees_with(&truth));
+        assert!(!event(put("b", 3, 7, 3), Some(put("a", 3, 3, 1))).agrees_with(&truth));
+        assert!(!event(put("b", 0, 7, 0), None).agrees_with(&truth));
+        assert!(!event(put("b", 0, 7, 0), Some(put("z", 3, 3, 1))).agrees_with(&truth));
+    }
 }
