@@ -101,7 +101,8 @@ pub(super) struct Index<'h> {
     pub seen_made: BTreeMap<i64, Vec<Seen<'h>>>,
     /// Per key, the kvs reads saw, by the revision they showed.
     pub seen_by_key: BTreeMap<&'h str, Vec<Seen<'h>>>,
-    /// Per key, the revisions at which acknowledged writes put it.
+    /// Per key, the revisions at which acknowledged writes put it (and writes of unknown outcome
+    /// a read saw there).
     pub claimed_puts: BTreeMap<&'h str, Vec<i64>>,
     /// Per revision `r`, the earliest completion of the acknowledged operations placed after
     /// the maker of `r`: whoever made `r` was invoked no later.
@@ -336,6 +337,22 @@ impl<'h> Index<'h> {
             }
         }
         counts.pinned = pinned.iter().flatten().count();
+        // A pinned write's puts seen at its revision are as certain as an acknowledged one's.
+        for (u, r) in pinned.iter().enumerate() {
+            let Some(r) = *r else { continue };
+            for (key, value) in puts_of(&ops[unknowns[u] as usize].request) {
+                let seen_there = seen_made[&r]
+                    .iter()
+                    .any(|s| s.kv.key == key && (s.keys_only || s.kv.value == value));
+                if seen_there {
+                    claimed_puts.entry(key).or_default().push(r);
+                }
+            }
+        }
+        for revisions in claimed_puts.values_mut() {
+            revisions.sort_unstable();
+            revisions.dedup();
+        }
 
         // made_by[r]: the earliest completion among everything placed after the maker of r,
         // that is the operations at revisions >= r and the claimers of revisions > r.
@@ -434,7 +451,8 @@ impl<'h> Index<'h> {
         self.made_by[r as usize]
     }
 
-    /// How many acknowledged writes put `key` at revisions in `(after, up_to]`.
+    /// How many known writes (acknowledged, or pinned by a read) put `key` at revisions in
+    /// `(after, up_to]`.
     pub fn claimed_puts_between(&self, key: &str, after: i64, up_to: i64) -> usize {
         self.claimed_puts.get(key).map_or(0, |revisions| {
             let from = revisions.partition_point(|&r| r <= after);

@@ -63,6 +63,8 @@ pub enum GuidedVerdict {
         /// What the check held when it stopped, and its limit.
         bytes: usize,
         max_bytes: usize,
+        /// How the order that got furthest failed, if one did.
+        furthest_failure: Option<Box<GuidedViolation>>,
     },
 }
 
@@ -128,6 +130,7 @@ impl GuidedReport {
                 revision,
                 bytes,
                 max_bytes,
+                furthest_failure,
             } => {
                 let why = match reason {
                     UndecidedReason::Deadline => "the deadline passed".to_string(),
@@ -146,6 +149,14 @@ impl GuidedReport {
                      {revision} of {}",
                     c.revisions
                 );
+                if let Some(failure) = furthest_failure {
+                    let _ = writeln!(
+                        text,
+                        "the order that got furthest failed (other placements of the writes of \
+                         unknown outcome were left untried):"
+                    );
+                    text.push_str(&failure.render());
+                }
             }
             GuidedVerdict::Consistent => {}
         }
@@ -174,11 +185,12 @@ pub fn check(history: &History, budget: Budget) -> GuidedReport {
     let verdict = match replay.run() {
         replay::Ending::Consistent => GuidedVerdict::Consistent,
         replay::Ending::Violation(violation) => GuidedVerdict::Violation(violation),
-        replay::Ending::Unknown(reason, revision, bytes) => GuidedVerdict::Unknown {
+        replay::Ending::Unknown(reason, revision, bytes, failure) => GuidedVerdict::Unknown {
             reason,
             revision,
             bytes,
             max_bytes: budget.max_bytes,
+            furthest_failure: failure.map(Box::new),
         },
     };
     GuidedReport {

@@ -22,8 +22,8 @@ pub(super) enum Ending {
     Consistent,
     Violation(GuidedViolation),
     /// The budget ran out at this revision (the furthest reached), with no order found,
-    /// holding this many bytes.
-    Unknown(UndecidedReason, i64, usize),
+    /// holding this many bytes; with the failure of the path that got furthest, if any.
+    Unknown(UndecidedReason, i64, usize, Option<GuidedViolation>),
 }
 
 /// A set of the index's unknown writes (by place in `Index::unknowns`).
@@ -149,22 +149,14 @@ impl<'i, 'h> Replay<'i, 'h> {
                 self.base_bytes = index.bytes() + cursor.state.heap_bytes();
             }
             if self.steps % CLOCK_EVERY == 0 && self.budget.expired() {
-                return Ending::Unknown(
-                    UndecidedReason::Deadline,
-                    self.furthest(revision),
-                    self.held(),
-                );
+                return self.unknown(UndecidedReason::Deadline, revision);
             }
             let step = self.step(&mut cursor, revision, resume.take());
             match step {
                 Ok(()) if revision >= index.max_revision => return Ending::Consistent,
                 Ok(()) => revision += 1,
                 Err(_) if self.group_undecided => {
-                    return Ending::Unknown(
-                        UndecidedReason::MaxStates,
-                        self.furthest(revision),
-                        self.held(),
-                    );
+                    return self.unknown(UndecidedReason::MaxStates, revision);
                 }
                 Err(failure) => {
                     let forced = !failure.after_choice;
@@ -183,18 +175,10 @@ impl<'i, 'h> Replay<'i, 'h> {
                 }
             }
             if self.held() > self.budget.max_bytes {
-                return Ending::Unknown(
-                    UndecidedReason::MaxBytes,
-                    self.furthest(revision),
-                    self.held(),
-                );
+                return self.unknown(UndecidedReason::MaxBytes, revision);
             }
             if self.memo.len() > self.budget.max_states {
-                return Ending::Unknown(
-                    UndecidedReason::MaxStates,
-                    self.furthest(revision),
-                    self.held(),
-                );
+                return self.unknown(UndecidedReason::MaxStates, revision);
             }
         }
         let failure = self.best.take().expect("a failed replay keeps its failure");
@@ -207,6 +191,12 @@ impl<'i, 'h> Replay<'i, 'h> {
             ));
         }
         Ending::Violation(violation)
+    }
+
+    fn unknown(&mut self, reason: UndecidedReason, revision: i64) -> Ending {
+        let furthest = self.furthest(revision);
+        let failure = self.best.take().and_then(|b| b.violation);
+        Ending::Unknown(reason, furthest, self.held(), failure)
     }
 
     fn held(&self) -> usize {
@@ -370,8 +360,8 @@ impl<'i, 'h> Replay<'i, 'h> {
         let state = &cursor.state;
         let deadline = index.made_by(revision);
         let seen = index.seen_made.get(&revision);
-        // (rank, candidate): 0 = a read saw it here, 1 = every key it wrote is seen as it left
-        // it, 2 = the rest.
+        // (rank, candidate): 0 = a read saw it here, 1 = a later read shows its effect, 2 = no
+        // read shows its keys, 3 = the rest.
         let mut ranked: Vec<(u8, Candidate)> = Vec::new();
         for (u, &at) in index.unknowns.iter().enumerate() {
             let op = index.op(at);
@@ -465,12 +455,15 @@ impl<'i, 'h> Replay<'i, 'h> {
             }
             return Some(0);
         }
-        let mut exact = true;
+        // Whether a later read shows this write's effect on some key (a version that counts
+        // its put, a newer generation after its delete), and whether any read shows its keys.
+        let (mut explained, mut observed) = (false, false);
         for key in touched(before, &after.state, request, revision) {
             let now = after.state.keyspace.get(key);
             let Some(seen) = index.first_seen_from(key, revision) else {
                 continue;
             };
+            observed = true;
             let kv = seen.kv;
             match now {
                 // Put here: a later read of the same generation must count this put.
@@ -484,9 +477,7 @@ impl<'i, 'h> Replay<'i, 'h> {
                         if kv.version < at_least {
                             return None;
                         }
-                        exact &= kv.version == at_least;
-                    } else {
-                        exact = false;
+                        explained = true;
                     }
                 }
                 // Deleted here: a later read shows a newer generation or nothing.
@@ -494,10 +485,16 @@ impl<'i, 'h> Replay<'i, 'h> {
                     if kv.create_revision <= revision {
                         return None;
                     }
+                    // A newer generation than any before this revision: a delete came first.
+                    explained = true;
                 }
             }
         }
-        Some(if exact { 1 } else { 2 })
+        Some(match (explained, observed) {
+            (true, _) => 1,
+            (false, false) => 2,
+            (false, true) => 3,
+        })
     }
 
     fn missing_revision(&self, cursor: &Cursor, revision: i64) -> GuidedViolation {
