@@ -208,9 +208,12 @@ fn reconstruction(output: &SimOutput) -> CheckerResult {
                         // revision rebuilt from acknowledged writes alone may lack the events
                         // of a range delete in the same txn).
                         Some(committed) => !events.iter().all(|event| {
-                            committed
-                                .iter()
-                                .any(|c| c.kv.key == event.kv.key && event.agrees_with(c))
+                            committed.iter().any(|c| {
+                                let prev_known = !rebuilt
+                                    .guessed_prev
+                                    .contains(&(**rev, event.kv.key.clone()));
+                                c.kv.key == event.kv.key && event.agrees_with(c, prev_known)
+                            })
                         }),
                         None => true,
                     })

@@ -459,6 +459,7 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
         revisions,
         compactions: commits.compactions(),
         final_revision,
+        guessed_prev: Default::default(),
     };
     let mut watches = WatchHistory {
         watches: watch_recorder.records(),

@@ -17,7 +17,8 @@
 //!   watcher's order; events no single watcher saw together are ordered by guess.
 //! - A `prev_kv` is exact for a put of version 1 (none) and for a put whose previous version is
 //!   the key's last known event; otherwise it is the one a watcher that asked for prev_kv was
-//!   given; otherwise, the key's last known put (a guess: unseen revisions may lie between). The
+//!   given; otherwise, the key's last known put (a guess: unseen revisions may lie between;
+//!   such events are listed in [`CommittedHistory::guessed_prev`]). The
 //!   checker only compares prev_kv for watches that asked for it, which the second rule covers.
 //! - Compactions are those the client history acknowledged and those watchers were canceled
 //!   with (so a cancel at a compaction that never happened is not caught on a reconstruction);
@@ -39,6 +40,10 @@ pub struct CommittedHistory {
     pub compactions: Vec<i64>,
     /// The cluster's revision at the end of the run.
     pub final_revision: i64,
+    /// The events, by (revision, key), whose `prev_kv` a reconstruction guessed: the key's last
+    /// event it knew, where unseen revisions may lie between. Empty for ground truth.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub guessed_prev: BTreeSet<(i64, String)>,
 }
 
 /// One committed change of one key.
@@ -54,9 +59,10 @@ pub struct CommittedEvent {
 impl CommittedEvent {
     /// Whether this event, as reconstructed, agrees with `truth` wherever it knows something. A
     /// put rebuilt from an acknowledged write alone (no watch delivered it) does not know its
-    /// create revision or version (both 0), nor, then, what the next put of the key had as
-    /// `prev_kv`: those fields agree with anything.
-    pub fn agrees_with(&self, truth: &CommittedEvent) -> bool {
+    /// create revision or version (both 0): those fields agree with anything. `prev_known` says
+    /// whether the rebuilt `prev_kv` is known (see [`CommittedHistory::guessed_prev`]); a guessed
+    /// one agrees with anything.
+    pub fn agrees_with(&self, truth: &CommittedEvent, prev_known: bool) -> bool {
         fn kv_agrees(rebuilt: &Kv, truth: &Kv) -> bool {
             let unknown = rebuilt.create_revision == 0 && rebuilt.version == 0;
             rebuilt.key == truth.key
@@ -69,11 +75,12 @@ impl CommittedEvent {
         }
         self.kind == truth.kind
             && kv_agrees(&self.kv, &truth.kv)
-            && match (&self.prev_kv, &truth.prev_kv) {
-                (None, None) => true,
-                (Some(rebuilt), Some(truth)) => kv_agrees(rebuilt, truth),
-                _ => false,
-            }
+            && (!prev_known
+                || match (&self.prev_kv, &truth.prev_kv) {
+                    (None, None) => true,
+                    (Some(rebuilt), Some(truth)) => kv_agrees(rebuilt, truth),
+                    _ => false,
+                })
     }
 }
 
@@ -382,6 +389,7 @@ pub fn reconstruct(
     // prev_kv, in revision order, from each key's last known event.
     let mut last: BTreeMap<String, CommittedEvent> = BTreeMap::new();
     let mut revisions = BTreeMap::new();
+    let mut guessed_prev = BTreeSet::new();
     for (revision, mut build) in builds {
         let mut events = Vec::with_capacity(build.events.len());
         for (mut event, _) in build.events {
@@ -400,9 +408,12 @@ pub fn reconstruct(
                 }
                 _ => match build.delivered_prev.remove(&key) {
                     Some((prev, _)) => Some(prev),
-                    None => known
-                        .filter(|known| known.kind == EventKind::Put)
-                        .map(|known| known.kv.clone()),
+                    None => {
+                        guessed_prev.insert((revision, key.clone()));
+                        known
+                            .filter(|known| known.kind == EventKind::Put)
+                            .map(|known| known.kv.clone())
+                    }
                 },
             };
             last.insert(key, event.clone());
@@ -414,6 +425,7 @@ pub fn reconstruct(
         revisions,
         compactions: compactions.into_iter().collect(),
         final_revision,
+        guessed_prev,
     };
     debug_assert!(
         committed.validate().is_empty(),
@@ -537,12 +549,15 @@ mod tests {
         let truth = event(put("b", 3, 7, 2), Some(put("a", 3, 3, 1)));
         // Rebuilt from the write alone: no create revision or version.
         let rebuilt = event(put("b", 0, 7, 0), Some(put("a", 3, 3, 1)));
-        assert!(rebuilt.agrees_with(&truth));
-        assert!(event(put("b", 3, 7, 2), Some(put("a", 0, 3, 0))).agrees_with(&truth));
+        assert!(rebuilt.agrees_with(&truth, true));
+        assert!(event(put("b", 3, 7, 2), Some(put("a", 0, 3, 0))).agrees_with(&truth, true));
         // What it does know must match.
-        assert!(!event(put("c", 0, 7, 0), Some(put("a", 3, 3, 1))).agrees_with(&truth));
-        assert!(!event(put("b", 3, 7, 3), Some(put("a", 3, 3, 1))).agrees_with(&truth));
-        assert!(!event(put("b", 0, 7, 0), None).agrees_with(&truth));
-        assert!(!event(put("b", 0, 7, 0), Some(put("z", 3, 3, 1))).agrees_with(&truth));
+        assert!(!event(put("c", 0, 7, 0), Some(put("a", 3, 3, 1))).agrees_with(&truth, true));
+        assert!(!event(put("b", 3, 7, 3), Some(put("a", 3, 3, 1))).agrees_with(&truth, true));
+        assert!(!event(put("b", 3, 7, 2), None).agrees_with(&truth, true));
+        assert!(!event(put("b", 3, 7, 2), Some(put("z", 3, 3, 1))).agrees_with(&truth, true));
+        // A guessed prev_kv agrees with anything; the rest must still match.
+        assert!(event(put("b", 0, 7, 0), None).agrees_with(&truth, false));
+        assert!(!event(put("c", 0, 7, 0), None).agrees_with(&truth, false));
     }
 }
