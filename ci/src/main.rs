@@ -287,13 +287,21 @@ fn run(args: RunArgs) -> ExitCode {
     say!("fault schedule:\n{}", output.schedule);
     let options = config.check_options();
     // The run goes to disk before any checker starts; the report after.
+    // Wall time, outside the simulation: on stderr, so that stdout stays the same for a seed.
+    let mut checking = std::time::Duration::ZERO;
     let judged = judge_after_writing(
         args.out.as_deref(),
         |out| write_artifacts(out, &config, &output),
-        || faultline::check::judge_run(&config, &output, &options),
+        || {
+            let started = std::time::Instant::now();
+            let verdict = faultline::check::judge_run(&config, &output, &options);
+            checking = started.elapsed();
+            verdict
+        },
     );
     let verdict = judged.verdict;
     say!("{}", judged.report);
+    eprintln!("checking took {:.3}s", checking.as_secs_f64());
     if let (Some(dir), Some(written)) = (&args.out, judged.written) {
         if let Err(code) = listed(dir, written) {
             return code;

@@ -33,6 +33,8 @@ pub mod wgl;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 use crate::history::{History, Outcome, Request, Response};
 
 pub use guided::{check, GuidedReport, GuidedVerdict, GuidedViolation, Property};
@@ -122,6 +124,16 @@ pub(crate) fn lease_warnings(history: &History) -> Vec<String> {
         .map(|op| op.complete_ns.unwrap_or(op.invoke_ns).max(op.invoke_ns))
         .max()
         .unwrap_or(0);
+    // The first acknowledged revoke of each lease, by completion.
+    let mut revoked: BTreeMap<i64, u64> = BTreeMap::new();
+    for op in &history.operations {
+        if let (Request::LeaseRevoke { id }, Outcome::Ok { .. }, Some(done)) =
+            (&op.request, &op.outcome, op.complete_ns)
+        {
+            let first = revoked.entry(*id).or_insert(done);
+            *first = (*first).min(done);
+        }
+    }
     let mut warnings = Vec::new();
     for grant in &history.operations {
         let (id, ttl) = match (&grant.request, &grant.outcome) {
@@ -135,16 +147,7 @@ pub(crate) fn lease_warnings(history: &History) -> Vec<String> {
             (Request::LeaseGrant { ttl, id }, Outcome::Unknown) if *id != 0 => (*id, *ttl),
             _ => continue,
         };
-        let revoked_ns = history
-            .operations
-            .iter()
-            .filter(
-                |op| matches!(op.request, Request::LeaseRevoke { id: revoked } if revoked == id),
-            )
-            .filter(|op| matches!(op.outcome, Outcome::Ok { .. }))
-            .filter_map(|op| op.complete_ns)
-            .min()
-            .unwrap_or(end_ns);
+        let revoked_ns = revoked.get(&id).copied().unwrap_or(end_ns);
         let ttl_ns = u64::try_from(ttl)
             .unwrap_or(0)
             .saturating_mul(1_000_000_000);
