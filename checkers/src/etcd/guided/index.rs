@@ -4,12 +4,15 @@
 //! invoked.
 //!
 //! What this module must never do: apply a request. It only sorts and indexes the history (by
-//! reference: it copies no request or response), so its memory is a few words per operation.
+//! reference: it copies no response, and no request but those of the writes of unknown
+//! outcome), so its memory is a few words per operation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::{bumped, is_write, lease_warnings, read_revision};
-use crate::history::{History, Kv, Operation, Outcome, Request, Response};
+use crate::history::{
+    Compare, CompareResult, CompareTarget, History, Kv, Operation, Outcome, Request, Response,
+};
 
 /// An operation, by its position in the history.
 pub(super) type At = u32;
@@ -97,8 +100,14 @@ pub(super) struct Index<'h> {
     /// Per unknown write (by its place in `unknowns`), the revision a read saw it make, if one
     /// did and no other write could have written what was seen.
     pub pinned: Vec<Option<i64>>,
+    /// Per unknown write, the request the replay applies: the history's, with every value no
+    /// response shows and no compare names replaced by [`UNSEEN`] (see [`canonical`]).
+    pub applied: Vec<Request>,
     /// Per revision no acknowledged write claims, the kvs reads saw made there.
     pub seen_made: BTreeMap<i64, Vec<Seen<'h>>>,
+    /// Per revision no acknowledged write claims, the keys reads saw created there (by a later
+    /// version's create revision): whoever made the revision created them.
+    pub seen_created: BTreeMap<i64, Vec<&'h str>>,
     /// Per key, the kvs reads saw, by the revision they showed.
     pub seen_by_key: BTreeMap<&'h str, Vec<Seen<'h>>>,
     /// Per key, the revisions at which acknowledged writes put it (and writes of unknown outcome
@@ -158,6 +167,76 @@ pub(super) fn puts_of(request: &Request) -> Vec<(&str, &str)> {
             success, failure, ..
         } => success.iter().chain(failure).flat_map(puts_of).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// The value the replay gives a put of unknown outcome whose value nothing shows.
+pub(super) const UNSEEN: &str = "(a value no read saw)";
+
+/// The unknown writes as the replay applies them. A value that no response shows and no
+/// compare names can never be told from another such value: whichever write put it, every
+/// response is the same. Replacing those values by one marker makes such writes one request,
+/// so the replay tries one of them where any would do (the earliest, which leaves the others
+/// for later revisions) and paths that differ only in which one they took meet in the memo.
+/// Not done when a compare orders values (`<`, `>`), or the marker is itself a value in sight.
+fn canonical(
+    ops: &[Operation],
+    unknowns: &[At],
+    seen_by_key: &BTreeMap<&str, Vec<Seen>>,
+) -> Vec<Request> {
+    let mut in_sight: BTreeSet<&str> = BTreeSet::new();
+    for seen in seen_by_key.values().flatten() {
+        in_sight.insert(&seen.kv.value);
+    }
+    let mut ordered = false;
+    for op in ops {
+        compares_of(&op.request, &mut |compare| {
+            if let CompareTarget::Value(value) = &compare.target {
+                in_sight.insert(value);
+                ordered |= matches!(compare.result, CompareResult::Greater | CompareResult::Less);
+            }
+        });
+    }
+    let requests = unknowns.iter().map(|&at| &ops[at as usize].request);
+    if ordered || in_sight.contains(UNSEEN) {
+        return requests.cloned().collect();
+    }
+    fn unseen(request: &Request, in_sight: &BTreeSet<&str>) -> Request {
+        match request {
+            Request::Put { key, value, lease } if !in_sight.contains(value.as_str()) => {
+                Request::Put {
+                    key: key.clone(),
+                    value: UNSEEN.to_string(),
+                    lease: *lease,
+                }
+            }
+            Request::Txn {
+                compare,
+                success,
+                failure,
+            } => Request::Txn {
+                compare: compare.clone(),
+                success: success.iter().map(|r| unseen(r, in_sight)).collect(),
+                failure: failure.iter().map(|r| unseen(r, in_sight)).collect(),
+            },
+            other => other.clone(),
+        }
+    }
+    requests.map(|r| unseen(r, &in_sight)).collect()
+}
+
+/// Calls `f` on every compare of `request`, nested txns included.
+fn compares_of<'r>(request: &'r Request, f: &mut impl FnMut(&'r Compare)) {
+    if let Request::Txn {
+        compare,
+        success,
+        failure,
+    } = request
+    {
+        compare.iter().for_each(&mut *f);
+        for sub in success.iter().chain(failure) {
+            compares_of(sub, f);
+        }
     }
 }
 
@@ -317,6 +396,16 @@ impl<'h> Index<'h> {
                 }
             }
         }
+        let mut seen_created: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+        for seen in seen_by_key.values().flatten() {
+            let c = seen.kv.create_revision;
+            if c >= 1 && (c as usize) < revisions && claimer[c as usize].is_none() {
+                let keys = seen_created.entry(c).or_default();
+                if !keys.contains(&seen.kv.key.as_str()) {
+                    keys.push(&seen.kv.key);
+                }
+            }
+        }
         let mut writers_of: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
         for (u, &at) in unknowns.iter().enumerate() {
             for put in puts_of(&ops[at as usize].request) {
@@ -337,6 +426,7 @@ impl<'h> Index<'h> {
             }
         }
         counts.pinned = pinned.iter().flatten().count();
+        let applied = canonical(ops, &unknowns, &seen_by_key);
         // A pinned write's puts seen at its revision are as certain as an acknowledged one's.
         for (u, r) in pinned.iter().enumerate() {
             let Some(r) = *r else { continue };
@@ -384,7 +474,9 @@ impl<'h> Index<'h> {
             revision_reads_start,
             unknowns,
             pinned,
+            applied,
             seen_made,
+            seen_created,
             seen_by_key,
             claimed_puts,
             made_by,
@@ -402,11 +494,21 @@ impl<'h> Index<'h> {
             + (self.at_revision_start.capacity() + self.revision_reads_start.capacity()) * 4
             + self.revision_reads.capacity() * size_of::<RevisionRead>()
             + self.pinned.capacity() * size_of::<Option<i64>>()
+            + self
+                .applied
+                .iter()
+                .map(|r| size_of::<Request>() + crate::etcd::render::request_text(r).len())
+                .sum::<usize>()
             + self.made_by.capacity() * size_of::<u64>()
             + self
                 .seen_made
                 .values()
                 .map(|v| ENTRY + v.capacity() * size_of::<Seen>())
+                .sum::<usize>()
+            + self
+                .seen_created
+                .values()
+                .map(|v| ENTRY + v.capacity() * size_of::<&str>())
                 .sum::<usize>()
             + self
                 .seen_by_key

@@ -323,7 +323,10 @@ impl<'i, 'h> Replay<'i, 'h> {
                 first
             }
         };
-        let request = &index.op(candidate.maker).request;
+        let request = match candidate.unknown {
+            Some(u) => &index.applied[u],
+            None => &index.op(candidate.maker).request,
+        };
         let observed = ok_parts(index.op(candidate.maker)).map(|(_, response)| response);
         if let Err(Refusal::LeaseNotFound) = cursor.state.apply(request, observed) {
             self.grant_leases(cursor, request, index.made_by(revision));
@@ -363,6 +366,8 @@ impl<'i, 'h> Replay<'i, 'h> {
         // (rank, candidate): 0 = a read saw it here, 1 = a later read shows its effect, 2 = no
         // read shows its keys, 3 = the rest.
         let mut ranked: Vec<(u8, Candidate)> = Vec::new();
+        // Writes that apply the same request are one candidate: the earliest invoked.
+        let mut tried: HashSet<&Request> = HashSet::new();
         for (u, &at) in index.unknowns.iter().enumerate() {
             let op = index.op(at);
             if op.invoke_ns > deadline {
@@ -371,14 +376,18 @@ impl<'i, 'h> Replay<'i, 'h> {
             if cursor.used.contains(u) || index.pinned[u].is_some_and(|p| p != revision) {
                 continue;
             }
-            let applied = match state.apply(&op.request, None) {
+            let request = &index.applied[u];
+            if !tried.insert(request) {
+                continue;
+            }
+            let applied = match state.apply(request, None) {
                 Ok(applied) => applied,
                 Err(Refusal::LeaseNotFound) => {
                     let mut trial = cursor.clone();
-                    if !self.grant_leases(&mut trial, &op.request, deadline) {
+                    if !self.grant_leases(&mut trial, request, deadline) {
                         continue;
                     }
-                    match trial.state.apply(&op.request, None) {
+                    match trial.state.apply(request, None) {
                         Ok(applied) => applied,
                         Err(_) => continue,
                     }
@@ -388,7 +397,7 @@ impl<'i, 'h> Replay<'i, 'h> {
             if applied.header_revision != revision {
                 continue;
             }
-            if let Some(rank) = self.rank(state, &applied, &op.request, revision, seen) {
+            if let Some(rank) = self.rank(state, &applied, request, revision, seen) {
                 let rank = if index.pinned[u] == Some(revision) {
                     0
                 } else {
@@ -441,6 +450,19 @@ impl<'i, 'h> Replay<'i, 'h> {
         seen_here: Option<&Vec<super::index::Seen>>,
     ) -> Option<u8> {
         let index = self.index;
+        // Reads saw keys created here: this write must have created them.
+        if let Some(keys) = index.seen_created.get(&revision) {
+            let created = |key: &str| {
+                after
+                    .state
+                    .keyspace
+                    .get(key)
+                    .is_some_and(|kv| kv.create_revision == revision)
+            };
+            if !keys.iter().all(|key| created(key)) {
+                return None;
+            }
+        }
         if let Some(seen_here) = seen_here {
             // Reads saw kvs made here: this write must have made exactly them.
             for seen in seen_here {
