@@ -392,6 +392,53 @@ fn legal_a_delete_that_deleted_nothing_does_not_bump() {
     assert_pass(&s.check());
 }
 
+/// A txn of unknown outcome putting `key` (a value no read sees) and `other` (a value one does).
+fn two_puts(key: &str, value: &str, other: &str, other_value: &str) -> Request {
+    Request::Txn {
+        compare: vec![],
+        success: vec![put(key, value), put(other, other_value)],
+        failure: vec![],
+    }
+}
+
+#[test]
+fn legal_two_unknown_writes_fill_revisions_a_later_version_counts() {
+    // Revisions 2 and 3 are made by unknown writes: a put of k, then a txn putting k and j that
+    // a read pins at 3 by j's value. The acknowledged put at 4 finds k at version 3, so both
+    // puts of k took effect, the pinned txn's too though no read saw its value of k.
+    let mut s = Script::default();
+    s.unknown(1, 0, put("k", "a"));
+    s.unknown(2, 1, two_puts("k", "b", "j", "x"));
+    s.ok(3, 10, 20, put("k", "c"), 4, Response::Put {});
+    s.ok(
+        4,
+        30,
+        40,
+        get_all(),
+        4,
+        got(vec![kv("j", "x", 3, 3, 1), kv("k", "c", 2, 4, 3)]),
+    );
+    assert_pass(&s.check());
+}
+
+#[test]
+fn broken_a_later_version_counts_more_puts_than_any_writes_could_make() {
+    // k is at version 4 at revision 4, but only three puts of k could have happened by then.
+    let mut s = Script::default();
+    s.unknown(1, 0, put("k", "a"));
+    s.unknown(2, 1, two_puts("k", "b", "j", "x"));
+    s.ok(3, 10, 20, put("k", "c"), 4, Response::Put {});
+    let read = s.ok(
+        4,
+        30,
+        40,
+        get_all(),
+        4,
+        got(vec![kv("j", "x", 3, 3, 1), kv("k", "c", 2, 4, 4)]),
+    );
+    assert_not_linearizable(&s.check(), &[read]);
+}
+
 #[test]
 fn legal_a_serializable_read_may_show_an_older_revision() {
     let mut s = Script::default();

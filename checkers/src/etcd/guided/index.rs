@@ -113,6 +113,19 @@ pub(super) struct Index<'h> {
     /// Per key, the revisions at which acknowledged writes put it (and writes of unknown outcome
     /// a read saw there).
     pub claimed_puts: BTreeMap<&'h str, Vec<i64>>,
+    /// Per key, the revisions at which acknowledged writes deleted it by name.
+    claimed_deletes: BTreeMap<&'h str, Vec<i64>>,
+    /// The revisions of acknowledged writes that may have deleted keys they do not name (range
+    /// deletes, lease revokes).
+    wide_deletes: Vec<i64>,
+    /// The revisions no acknowledged write claims, in order.
+    unclaimed: Vec<i64>,
+    /// Per key, the writes of unknown outcome (by place in `unknowns`) that may delete it by
+    /// name, and those that may put it.
+    unknown_deletes: BTreeMap<&'h str, Vec<usize>>,
+    unknown_puts: BTreeMap<&'h str, Vec<usize>>,
+    /// The writes of unknown outcome that may delete keys they do not name.
+    unknown_wide_deletes: Vec<usize>,
     /// Per revision `r`, the earliest completion of the acknowledged operations placed after
     /// the maker of `r`: whoever made `r` was invoked no later.
     made_by: Vec<u64>,
@@ -266,6 +279,8 @@ impl<'h> Index<'h> {
         let mut unknowns: Vec<At> = Vec::new();
         let mut seen_by_key: BTreeMap<&str, Vec<Seen>> = BTreeMap::new();
         let mut claimed_puts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        let mut claimed_deletes: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        let mut wide_deletes: Vec<i64> = Vec::new();
         for (at, op) in ops.iter().enumerate() {
             let at = at as At;
             let (header, response) = match &op.outcome {
@@ -290,7 +305,20 @@ impl<'h> Index<'h> {
                 for (key, _) in executed_puts(&op.request, response) {
                     claimed_puts.entry(key).or_default().push(header);
                 }
+                match executed_deletes(&op.request, response) {
+                    Some(keys) => {
+                        for key in keys {
+                            claimed_deletes.entry(key).or_default().push(header);
+                        }
+                    }
+                    None => wide_deletes.push(header),
+                }
             } else {
+                // An acknowledged revoke that reports no revision of its own may still have
+                // made its header revision, deleting its lease's keys.
+                if matches!(op.request, Request::LeaseRevoke { .. }) {
+                    wide_deletes.push(header);
+                }
                 at_revision.push((header, completion(op), at));
             }
             // Where each part of the response shows the keyspace, and whether with values.
@@ -443,6 +471,36 @@ impl<'h> Index<'h> {
             revisions.sort_unstable();
             revisions.dedup();
         }
+        for revisions in claimed_deletes.values_mut() {
+            revisions.sort_unstable();
+            revisions.dedup();
+        }
+        wide_deletes.sort_unstable();
+        wide_deletes.dedup();
+        let mut unknown_deletes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut unknown_puts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut unknown_wide_deletes = Vec::new();
+        for (u, &at) in unknowns.iter().enumerate() {
+            let request = &ops[at as usize].request;
+            match deletes_of(request) {
+                Some(keys) => {
+                    for key in keys {
+                        unknown_deletes.entry(key).or_default().push(u);
+                    }
+                }
+                None => unknown_wide_deletes.push(u),
+            }
+            // Pinned writes too: a pinned txn's puts no read saw are not among the known puts.
+            for (key, _) in puts_of(request) {
+                unknown_puts.entry(key).or_default().push(u);
+            }
+        }
+        for writers in unknown_deletes.values_mut().chain(unknown_puts.values_mut()) {
+            writers.dedup();
+        }
+        let unclaimed: Vec<i64> = (2..=max_revision)
+            .filter(|&r| claimer[r as usize].is_none())
+            .collect();
 
         // made_by[r]: the earliest completion among everything placed after the maker of r,
         // that is the operations at revisions >= r and the claimers of revisions > r.
@@ -479,6 +537,12 @@ impl<'h> Index<'h> {
             seen_created,
             seen_by_key,
             claimed_puts,
+            claimed_deletes,
+            wide_deletes,
+            unclaimed,
+            unknown_deletes,
+            unknown_puts,
+            unknown_wide_deletes,
             made_by,
         }
     }
@@ -518,8 +582,17 @@ impl<'h> Index<'h> {
             + self
                 .claimed_puts
                 .values()
+                .chain(self.claimed_deletes.values())
                 .map(|v| ENTRY + v.capacity() * size_of::<i64>())
                 .sum::<usize>()
+            + (self.wide_deletes.capacity() + self.unclaimed.capacity()) * size_of::<i64>()
+            + self
+                .unknown_deletes
+                .values()
+                .chain(self.unknown_puts.values())
+                .map(|v| ENTRY + v.capacity() * size_of::<usize>())
+                .sum::<usize>()
+            + self.unknown_wide_deletes.capacity() * size_of::<usize>()
     }
 
     pub fn op(&self, at: At) -> &'h Operation {
@@ -563,6 +636,46 @@ impl<'h> Index<'h> {
         })
     }
 
+    /// How many revisions in `(after, up_to]` no acknowledged write claims.
+    pub fn unclaimed_between(&self, after: i64, up_to: i64) -> usize {
+        let from = self.unclaimed.partition_point(|&r| r <= after);
+        let to = self.unclaimed.partition_point(|&r| r <= up_to);
+        to.saturating_sub(from)
+    }
+
+    /// Whether some revision in `(after, before)` may have deleted `key`: an acknowledged
+    /// delete of it, range delete or lease revoke there, or a revision there no acknowledged
+    /// write claims while a write of unknown outcome that may delete it is still unused.
+    pub fn may_delete_between(
+        &self,
+        key: &str,
+        after: i64,
+        before: i64,
+        unused: impl Fn(usize) -> bool,
+    ) -> bool {
+        let within = |revisions: &[i64]| {
+            revisions
+                .get(revisions.partition_point(|&r| r <= after))
+                .is_some_and(|&r| r < before)
+        };
+        within(&self.wide_deletes)
+            || self.claimed_deletes.get(key).is_some_and(|r| within(r))
+            || (within(&self.unclaimed)
+                && (self.unknown_wide_deletes.iter().any(|&u| unused(u))
+                    || self
+                        .unknown_deletes
+                        .get(key)
+                        .is_some_and(|writers| writers.iter().any(|&u| unused(u)))))
+    }
+
+    /// How many unused writes of unknown outcome may put `key` (an upper bound on the puts they
+    /// can still add: pinned ones may be among the known puts too).
+    pub fn unknown_puts_left(&self, key: &str, unused: impl Fn(usize) -> bool) -> usize {
+        self.unknown_puts
+            .get(key)
+            .map_or(0, |writers| writers.iter().filter(|&&u| unused(u)).count())
+    }
+
     /// The first kv of `key` a read saw at revision `r` or later.
     pub fn first_seen_from(&self, key: &str, r: i64) -> Option<Seen<'h>> {
         let seen = self.seen_by_key.get(key)?;
@@ -581,6 +694,47 @@ pub(super) fn executed<'r>(request: &'r Request, response: &Response) -> Option<
         ) => Some(if *succeeded { success } else { failure }),
         _ => None,
     }
+}
+
+/// The keys an acknowledged request deleted by name, by its response; `None` when it may
+/// have deleted keys it does not name (a range delete, a lease revoke).
+fn executed_deletes<'r>(request: &'r Request, response: &Response) -> Option<Vec<&'r str>> {
+    match request {
+        Request::Txn { .. } => named_deletes(executed(request, response).unwrap_or(&[])),
+        other => named_deletes(std::slice::from_ref(other)),
+    }
+}
+
+/// The keys a request of unknown outcome may delete by name (in either branch of a txn);
+/// `None` when it may delete keys it does not name.
+fn deletes_of(request: &Request) -> Option<Vec<&str>> {
+    match request {
+        Request::Txn {
+            success, failure, ..
+        } => {
+            let mut keys = named_deletes(success)?;
+            keys.extend(named_deletes(failure)?);
+            Some(keys)
+        }
+        other => named_deletes(std::slice::from_ref(other)),
+    }
+}
+
+fn named_deletes(requests: &[Request]) -> Option<Vec<&str>> {
+    let mut keys = Vec::new();
+    for request in requests {
+        match request {
+            Request::Delete {
+                key,
+                range_end: None,
+            } => keys.push(key.as_str()),
+            Request::Delete { .. } | Request::LeaseRevoke { .. } | Request::Txn { .. } => {
+                return None
+            }
+            _ => {}
+        }
+    }
+    Some(keys)
 }
 
 /// The puts an acknowledged request made, by its response.

@@ -6,7 +6,7 @@
 //! What this module must never do: keep more than one keyspace per open choice (a snapshot to
 //! return to), or search past the budget.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::super::model::{Applied, EtcdState, Refusal};
 use super::super::render::{ok_text, request_text, response_text, seconds};
@@ -323,10 +323,7 @@ impl<'i, 'h> Replay<'i, 'h> {
                 first
             }
         };
-        let request = match candidate.unknown {
-            Some(u) => &index.applied[u],
-            None => &index.op(candidate.maker).request,
-        };
+        let request = self.candidate_request(candidate);
         let observed = ok_parts(index.op(candidate.maker)).map(|(_, response)| response);
         if let Err(Refusal::LeaseNotFound) = cursor.state.apply(request, observed) {
             self.grant_leases(cursor, request, index.made_by(revision));
@@ -365,7 +362,7 @@ impl<'i, 'h> Replay<'i, 'h> {
         let seen = index.seen_made.get(&revision);
         // (rank, candidate): 0 = a read saw it here, 1 = a later read shows its effect, 2 = no
         // read shows its keys, 3 = the rest.
-        let mut ranked: Vec<(u8, Candidate)> = Vec::new();
+        let mut ranked: Vec<(u8, Candidate, EtcdState)> = Vec::new();
         // Writes that apply the same request are one candidate: the earliest invoked.
         let mut tried: HashSet<&Request> = HashSet::new();
         for (u, &at) in index.unknowns.iter().enumerate() {
@@ -403,13 +400,11 @@ impl<'i, 'h> Replay<'i, 'h> {
                 } else {
                     rank
                 };
-                ranked.push((
-                    rank,
-                    Candidate {
-                        maker: at,
-                        unknown: Some(u),
-                    },
-                ));
+                let candidate = Candidate {
+                    maker: at,
+                    unknown: Some(u),
+                };
+                ranked.push((rank, candidate, applied.state));
             }
         }
         // An acknowledged lease revoke reporting this revision made it if its lease had keys.
@@ -421,13 +416,11 @@ impl<'i, 'h> Replay<'i, 'h> {
                         .apply(&op.request, ok_parts(op).map(|p| p.1))
                         .expect("revoking a live lease");
                     if let Some(rank) = self.rank(state, &applied, &op.request, revision, seen) {
-                        ranked.push((
-                            rank.min(1),
-                            Candidate {
-                                maker: at,
-                                unknown: None,
-                            },
-                        ));
+                        let candidate = Candidate {
+                            maker: at,
+                            unknown: None,
+                        };
+                        ranked.push((rank.min(1), candidate, applied.state));
                     }
                 }
             }
@@ -435,8 +428,103 @@ impl<'i, 'h> Replay<'i, 'h> {
         if ranked.is_empty() {
             return Err(self.fail(revision, self.missing_revision(cursor, revision)));
         }
-        ranked.sort_by_key(|(rank, _)| *rank);
-        Ok(ranked.into_iter().map(|(_, c)| c).collect())
+        // Look ahead on every key some candidate changes: a candidate that leaves one of them
+        // where no later revision can bring it to what a later read shows is no maker.
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        for (_, candidate, after) in &ranked {
+            let request = self.candidate_request(*candidate);
+            keys.extend(touched(state, after, request, revision));
+        }
+        let mut doomed = None;
+        let mut makers = Vec::with_capacity(ranked.len());
+        for (rank, candidate, after) in &ranked {
+            match keys
+                .iter()
+                .find_map(|key| self.doomed(after, &cursor.used, *candidate, key, revision))
+            {
+                Some(why) => {
+                    doomed.get_or_insert(why);
+                }
+                None => makers.push((*rank, *candidate)),
+            }
+        }
+        if makers.is_empty() {
+            let why = doomed.expect("a candidate set aside says why");
+            let ats: Vec<At> = ranked.iter().map(|(_, c, _)| c.maker).collect();
+            let summary = format!(
+                "rev {revision} has no maker that fits what later reads show: every write that \
+                 could have made it leaves {why}"
+            );
+            let violation = self.violation(Property::ReadData, summary, &ats);
+            return Err(self.fail(revision, violation));
+        }
+        makers.sort_by_key(|(rank, _)| *rank);
+        Ok(makers.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// The request a candidate applies.
+    fn candidate_request(&self, candidate: Candidate) -> &'i Request {
+        match candidate.unknown {
+            Some(u) => &self.index.applied[u],
+            None => &self.index.op(candidate.maker).request,
+        }
+    }
+
+    /// Whether `key`, as `after` leaves it at `revision`, can no longer become what the next
+    /// read to show it saw, with the revisions left before then; why, in words, if so.
+    fn doomed(
+        &self,
+        after: &EtcdState,
+        used: &Used,
+        candidate: Candidate,
+        key: &str,
+        revision: i64,
+    ) -> Option<String> {
+        let index = self.index;
+        let unused = |u: usize| !used.contains(u) && candidate.unknown != Some(u);
+        let seen = index.first_seen_from(key, revision + 1)?;
+        let kv = seen.kv;
+        let now = after.keyspace.get(key);
+        let shown = super::super::render::kv_text(kv, !seen.keys_only);
+        let what = |now: Option<&crate::history::Kv>| match now {
+            Some(now) => super::super::render::kv_text(now, true),
+            None => format!("{key} absent"),
+        };
+        if kv.create_revision > revision {
+            // A later generation: the key must be gone before it is created again.
+            if now.is_some()
+                && !index.may_delete_between(key, revision, kv.create_revision, unused)
+            {
+                return Some(format!(
+                    "{} at rev {revision}, and a read at rev {} saw {shown}: nothing between \
+                     can delete it before rev {}",
+                    what(now),
+                    seen.at,
+                    kv.create_revision
+                ));
+            }
+            return None;
+        }
+        // The generation the read saw was alive here, and lived on until the read.
+        let fits = now.is_some_and(|now| {
+            now.create_revision == kv.create_revision
+                && if kv.mod_revision <= revision {
+                    seen.shows(now)
+                } else {
+                    let puts = index.claimed_puts_between(key, revision, kv.mod_revision);
+                    let needed = kv.version - now.version - puts as i64;
+                    needed >= 0
+                        && needed as usize <= index.unclaimed_between(revision, kv.mod_revision)
+                        && needed as usize <= index.unknown_puts_left(key, unused)
+                }
+        });
+        (!fits).then(|| {
+            format!(
+                "{} at rev {revision}, but a read at rev {} saw {shown}",
+                what(now),
+                seen.at
+            )
+        })
     }
 
     /// Whether a write may have made `revision` given what reads saw of the keys it wrote, and
