@@ -1,7 +1,9 @@
 //! The replay: the history's writes applied once in revision order on [`EtcdState`], every
 //! read checked against the keyspace at its revision, and, where writes of unknown outcome
 //! leave a revision's maker open, a depth-first search over the makers that stays inside the
-//! budget.
+//! budget. Each candidate maker is held against what the next read of every key it (or any other
+//! candidate) changes shows, with the revisions and unknown writes left before that read: one
+//! that cannot lead there is set aside before the search takes it (forward checking).
 //!
 //! What this module must never do: keep more than one keyspace per open choice (a snapshot to
 //! return to), or search past the budget.
