@@ -495,7 +495,10 @@ impl<'h> Index<'h> {
                 unknown_puts.entry(key).or_default().push(u);
             }
         }
-        for writers in unknown_deletes.values_mut().chain(unknown_puts.values_mut()) {
+        for writers in unknown_deletes
+            .values_mut()
+            .chain(unknown_puts.values_mut())
+        {
             writers.dedup();
         }
         let unclaimed: Vec<i64> = (2..=max_revision)

@@ -494,8 +494,7 @@ impl<'i, 'h> Replay<'i, 'h> {
         };
         if kv.create_revision > revision {
             // A later generation: the key must be gone before it is created again.
-            if now.is_some()
-                && !index.may_delete_between(key, revision, kv.create_revision, unused)
+            if now.is_some() && !index.may_delete_between(key, revision, kv.create_revision, unused)
             {
                 return Some(format!(
                     "{} at rev {revision}, and a read at rev {} saw {shown}: nothing between \
