@@ -14,7 +14,7 @@ pub use cluster::{simulate, Cluster, ClusterConfig, MemberStatus};
 /// run's seed (not `rand::thread_rng`, which would read real entropy). Everything the world
 /// draws by chance (disk latencies, torn-write lengths) comes from here.
 pub fn sim_rng() -> madsim::rand::GlobalRng {
-    madsim::rand::thread_rng()
+    madsim::rand::thread_rng() // deterministic: madsim's generator, seeded from the run
 }
 pub use fault::Fault;
 
@@ -27,6 +27,7 @@ mod tests {
         fn timeouts(seed: u64) -> Vec<usize> {
             // Outside any simulation: each run needs a thread of its own (see `simulate`).
             std::thread::spawn(move || {
+                // deterministic: a test thread hosting its own seeded runtime
                 let rt =
                     madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
                 rt.block_on(async {

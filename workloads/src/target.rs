@@ -47,7 +47,7 @@ impl Clock {
     /// A real clock starting now, for runs against real etcd processes. The wall clock is
     /// read here only; a simulated run never constructs this variant.
     pub fn real() -> Self {
-        Clock::Real(std::time::Instant::now())
+        Clock::Real(std::time::Instant::now()) // deterministic: real mode only, never simulated
     }
 
     /// Time since the clock started.

@@ -8,5 +8,5 @@ pub use madsim::time::Instant;
 
 /// The current simulated instant.
 pub fn now() -> Instant {
-    Instant::now()
+    Instant::now() // deterministic: madsim's virtual clock, not the wall clock
 }

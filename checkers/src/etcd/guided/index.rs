@@ -253,6 +253,44 @@ fn compares_of<'r>(request: &'r Request, f: &mut impl FnMut(&'r Compare)) {
     }
 }
 
+/// Per key, the writes of unknown outcome (by place in `unknowns`) that may delete it by name and
+/// those that may put it; and those that may delete keys they do not name.
+#[allow(clippy::type_complexity)]
+fn unknown_writers<'h>(
+    ops: &'h [Operation],
+    unknowns: &[At],
+) -> (
+    BTreeMap<&'h str, Vec<usize>>,
+    BTreeMap<&'h str, Vec<usize>>,
+    Vec<usize>,
+) {
+    let mut unknown_deletes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut unknown_puts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut unknown_wide_deletes = Vec::new();
+    for (u, &at) in unknowns.iter().enumerate() {
+        let request = &ops[at as usize].request;
+        match deletes_of(request) {
+            Some(keys) => {
+                for key in keys {
+                    unknown_deletes.entry(key).or_default().push(u);
+                }
+            }
+            None => unknown_wide_deletes.push(u),
+        }
+        // Pinned writes too: a pinned txn's puts no read saw are not among the known puts.
+        for (key, _) in puts_of(request) {
+            unknown_puts.entry(key).or_default().push(u);
+        }
+    }
+    for writers in unknown_deletes
+        .values_mut()
+        .chain(unknown_puts.values_mut())
+    {
+        writers.dedup();
+    }
+    (unknown_deletes, unknown_puts, unknown_wide_deletes)
+}
+
 /// Compressed rows: `start[i]..start[i + 1]` are the entries of row `i`.
 fn rows(keys: impl Iterator<Item = usize>, rows: usize) -> Vec<u32> {
     let mut start = vec![0u32; rows + 1];
@@ -477,30 +515,7 @@ impl<'h> Index<'h> {
         }
         wide_deletes.sort_unstable();
         wide_deletes.dedup();
-        let mut unknown_deletes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        let mut unknown_puts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        let mut unknown_wide_deletes = Vec::new();
-        for (u, &at) in unknowns.iter().enumerate() {
-            let request = &ops[at as usize].request;
-            match deletes_of(request) {
-                Some(keys) => {
-                    for key in keys {
-                        unknown_deletes.entry(key).or_default().push(u);
-                    }
-                }
-                None => unknown_wide_deletes.push(u),
-            }
-            // Pinned writes too: a pinned txn's puts no read saw are not among the known puts.
-            for (key, _) in puts_of(request) {
-                unknown_puts.entry(key).or_default().push(u);
-            }
-        }
-        for writers in unknown_deletes
-            .values_mut()
-            .chain(unknown_puts.values_mut())
-        {
-            writers.dedup();
-        }
+        let (unknown_deletes, unknown_puts, unknown_wide_deletes) = unknown_writers(ops, &unknowns);
         let unclaimed: Vec<i64> = (2..=max_revision)
             .filter(|&r| claimer[r as usize].is_none())
             .collect();
