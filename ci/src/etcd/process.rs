@@ -61,6 +61,9 @@ pub fn etcd_version(binary: &str) -> Result<String, ProcessError> {
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
+/// How many times a start whose port was taken is tried on fresh ports.
+const PORT_ATTEMPTS: usize = 5;
+
 /// Free loopback ports, held together until all are chosen so none repeats.
 fn free_ports(n: usize) -> Result<Vec<u16>, ProcessError> {
     let listeners = (0..n)
@@ -108,6 +111,38 @@ impl EtcdCluster {
         }
         etcd_version(binary)?;
         fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        // A port chosen free can be taken (by another test's etcd, or an outgoing connection)
+        // before etcd binds it; such a start is retried on fresh ports and a clean directory.
+        let mut attempt = 1;
+        loop {
+            match EtcdCluster::start_once(binary, dir, size).await {
+                Err(ProcessError::NotReady { log, .. })
+                    if attempt < PORT_ATTEMPTS && log.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(
+        binary: &str,
+        dir: &Path,
+        size: usize,
+    ) -> Result<EtcdCluster, ProcessError> {
+        for i in 0..size {
+            let name = format!("m{}", i + 1);
+            let data_dir = dir.join(format!("{name}.etcd"));
+            if data_dir.exists() {
+                fs::remove_dir_all(&data_dir)
+                    .map_err(io_error(format!("clearing {}", data_dir.display())))?;
+            }
+            let log = dir.join(format!("{name}.log"));
+            if log.exists() {
+                fs::remove_file(&log).map_err(io_error(format!("clearing {}", log.display())))?;
+            }
+        }
         let ports = free_ports(2 * size)?;
         let members = (0..size)
             .map(|i| Member {
