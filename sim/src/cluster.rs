@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use faultline_store::node::client::{Client, ClientConfig};
+use faultline_store::node::failpoint::Failpoints;
 use faultline_store::node::protocol::{member_ip, NodeId};
 use faultline_store::node::server::{
     run_node, Clock, CommitLog, NodeConfig, NodeEnv, NodeProbe, NodeState, Trace,
@@ -110,6 +111,7 @@ impl Cluster {
                 trace: trace.clone(),
                 probe: NodeProbe::default(),
                 commits: commits.clone(),
+                failpoints: Failpoints::new(),
             };
             let init_env = env.clone();
             let handle = runtime

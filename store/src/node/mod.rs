@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod disk;
+pub mod failpoint;
 pub mod log_store;
 pub mod protocol;
 pub mod server;

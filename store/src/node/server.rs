@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::disk::Disk;
+use super::failpoint::Failpoints;
 use super::log_store::LogStore;
 use super::protocol::*;
 use super::wal::Wal;
@@ -301,6 +302,8 @@ pub struct NodeEnv<D: Disk> {
     pub trace: Trace,
     pub probe: NodeProbe,
     pub commits: CommitLog,
+    /// The member's named crash points (armed by the harness, reached by the shell).
+    pub failpoints: Failpoints,
 }
 
 /// Runs a member until its node is killed. Recovers from disk first.
