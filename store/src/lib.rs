@@ -13,6 +13,7 @@
 pub mod api;
 pub mod backend;
 pub mod bugs;
+pub mod db;
 pub mod error;
 pub mod lease;
 pub mod mvcc;
