@@ -1,9 +1,11 @@
 //! Judging a run: every checker's verdict on its history and ground truth, in one report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use faultline_checkers::history::{History, Outcome};
 use faultline_checkers::watch::{WatchHistory, WatchItem};
+use faultline_store::node::protocol::NodeId;
 
 use crate::run::{RunConfig, SimOutput};
 
@@ -333,6 +335,7 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         summary,
     });
     verdict.push(liveness_result(&output.liveness));
+    verdict.footer.extend(crash_points(output));
     verdict
         .footer
         .push("watches (events, responses, resumes, compaction cancels, progress):".into());
@@ -363,6 +366,75 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         .footer
         .push(format!("trace hash: {:016x}", output.trace_hash));
     verdict
+}
+
+/// The report's crash-point section: each point the schedule armed and how it went (a point
+/// armed but never reached says so), then how often each point was reached over the run, per
+/// member.
+pub fn crash_points(output: &SimOutput) -> Vec<String> {
+    let seconds = |ms: u64| format!("{:.3}s", ms as f64 / 1000.0);
+    let mut lines = Vec::new();
+    if output.failpoint_armings.is_empty() {
+        lines.push("crash points armed: none".to_string());
+    } else {
+        lines.push("crash points armed:".to_string());
+    }
+    for a in &output.failpoint_armings {
+        let mut outcome = if a.triggered {
+            match a.crashed_at_ms {
+                Some(at) => format!("triggered: n{} crashed @{}", a.node, seconds(at)),
+                None => format!("triggered: {}", a.action),
+            }
+        } else if a.reached == 0 {
+            "never reached".to_string()
+        } else {
+            format!("reached {} of {} hits, not triggered", a.reached, a.hit)
+        };
+        match a.cleared_at_ms {
+            Some(at) => outcome.push_str(&format!("; cleared @{}", seconds(at))),
+            None => outcome.push_str("; still armed"),
+        }
+        lines.push(format!(
+            "  n{} {} {} on hit {} @{}: {outcome}",
+            a.node,
+            a.point,
+            a.action,
+            a.hit,
+            seconds(a.armed_at_ms)
+        ));
+    }
+    let members: Vec<NodeId> = output.failpoint_reaches.keys().copied().collect();
+    let mut points: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (i, reached) in output.failpoint_reaches.values().enumerate() {
+        for (point, n) in reached {
+            points
+                .entry(point)
+                .or_insert_with(|| vec![0; members.len()])[i] = *n;
+        }
+    }
+    if points.is_empty() {
+        lines.push("crash points reached: none".to_string());
+    } else {
+        let who = members
+            .iter()
+            .map(|m| format!("n{m}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let counts = points
+            .iter()
+            .map(|(point, counts)| {
+                let counts = counts
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/");
+                format!("{point} {counts}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(format!("crash points reached ({who}): {counts}"));
+    }
+    lines
 }
 
 /// The liveness verdict of a run's heal phase: how long the healed cluster took to commit a

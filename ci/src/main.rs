@@ -19,6 +19,7 @@ use faultline::real::{
 use faultline::run::{simulate_run, write_artifacts, RunConfig, RunTarget};
 use faultline::size::parse_size_bytes;
 use faultline_checkers::watch::WatchHistory;
+use faultline_store::node::failpoint::FAILPOINTS;
 use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::OpMix;
 use faultline_workloads::{FaultProfile, WorkloadConfig, WorkloadKind};
@@ -86,6 +87,9 @@ enum Command {
         #[arg(long)]
         settle: bool,
     },
+    /// Lists the reference store's crash points (after etcd's gofail failpoints), each with where
+    /// it sits; `--faults crash-points` arms them.
+    Failpoints,
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,7 +111,9 @@ struct RunArgs {
     /// Traffic: etcd-kv or kubernetes.
     #[arg(long, default_value = "etcd-kv", value_parser = WorkloadKind::parse)]
     workload: WorkloadKind,
-    /// Faults: none, default, partitions or crashes.
+    /// Faults: none, default, partitions, crashes or crash-points. crash-points arms the store's
+    /// named crash points (`faultline failpoints` lists them) on random members, to crash or
+    /// stall a member on a point's n-th hit; default and crashes arm one now and then too.
     #[arg(long, default_value = "default", value_parser = FaultProfile::parse)]
     faults: FaultProfile,
     /// Concurrent clients.
@@ -194,6 +200,24 @@ fn main() -> ExitCode {
             };
             check(file, &options, watches, settle)
         }
+        Command::Failpoints => {
+            list_failpoints();
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `faultline failpoints`: every crash point, in the order a write meets them, with where it
+/// sits.
+fn list_failpoints() {
+    let width = FAILPOINTS.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    say!(
+        "crash points ({}), armed by `faultline run --faults crash-points` (and now and then by \
+         default and crashes):",
+        FAILPOINTS.len()
+    );
+    for point in FAILPOINTS {
+        say!("  {:<width$}  {}", point.name, point.at);
     }
 }
 

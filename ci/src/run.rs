@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use faultline_checkers::history::History;
 use faultline_checkers::watch::{CommittedEvent, CommittedHistory, WatchHistory};
-use faultline_sim::{simulate, Cluster, ClusterConfig};
+use faultline_sim::{simulate, Cluster, ClusterConfig, FailpointArming};
 use faultline_store::node::protocol::NodeId;
 use faultline_store::node::time::now;
 use faultline_store::PlantedBugs;
@@ -263,14 +263,25 @@ pub struct SimOutput {
     pub liveness: Result<Duration, String>,
     /// Per member: (revision, hash) once healed, for replica convergence.
     pub replicas: Vec<(NodeId, i64, u64)>,
+    /// Every crash point the schedule armed, with how it went.
+    pub failpoint_armings: Vec<FailpointArming>,
+    /// Times each crash point was reached over the run, per member (armed or not).
+    pub failpoint_reaches: BTreeMap<NodeId, BTreeMap<String, u64>>,
 }
 
-/// Runs the simulation of `config` (no checking). A panic inside it is returned as `Err`.
+/// Runs the simulation of `config` (no checking). A schedule the cluster cannot carry out and a
+/// panic inside the simulation are returned as `Err`.
 pub fn simulate_run(config: &RunConfig) -> Result<SimOutput, String> {
     let config = config.clone();
     let seed = config.seed;
-    let result =
-        std::panic::catch_unwind(move || simulate(seed, move || run_in_simulation(config)));
+    let members = ClusterConfig::new(config.nodes).member_ids();
+    let schedule = Schedule::generate(config.seed, config.faults, &members, config.duration_ms);
+    schedule
+        .validate(&members)
+        .map_err(|e| format!("the fault schedule cannot run: {e}"))?;
+    let result = std::panic::catch_unwind(move || {
+        simulate(seed, move || run_in_simulation(config, schedule))
+    });
     result.map_err(|panic| {
         panic
             .downcast_ref::<String>()
@@ -280,7 +291,7 @@ pub fn simulate_run(config: &RunConfig) -> Result<SimOutput, String> {
     })
 }
 
-async fn run_in_simulation(config: RunConfig) -> SimOutput {
+async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
     let mut cluster_config = ClusterConfig::new(config.nodes);
     cluster_config.node.store.bugs = config.bugs.clone();
     cluster_config.node.snapshot_entries = config.snapshot_entries;
@@ -289,7 +300,6 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
     let start = now();
     let recorder = Recorder::new(Clock::Simulated(start));
     let members = cluster.member_ids();
-    let schedule = Schedule::generate(config.seed, config.faults, &members, config.duration_ms);
     // Traffic runs for the fault phase on the recorder's clock; watchers stop at the same instant.
     let traffic_until = Duration::from_millis(config.duration_ms);
     let until = start + traffic_until;
@@ -478,6 +488,18 @@ async fn run_in_simulation(config: RunConfig) -> SimOutput {
         leader_changes,
         liveness,
         replicas,
+        failpoint_armings: cluster.failpoint_armings(),
+        failpoint_reaches: cluster
+            .failpoint_reaches()
+            .into_iter()
+            .map(|(node, reached)| {
+                let reached = reached
+                    .into_iter()
+                    .map(|(point, n)| (point.to_string(), n))
+                    .collect();
+                (node, reached)
+            })
+            .collect(),
     }
 }
 

@@ -185,3 +185,94 @@ fn bad_check_memory_sizes_get_clear_errors() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn failpoints_lists_every_crash_point_with_where_it_sits() {
+    let (code, stdout, stderr) = faultline(&["failpoints"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for point in faultline_store::node::failpoint::FAILPOINTS {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(point.name))
+            .unwrap_or_else(|| panic!("{} not listed:\n{stdout}", point.name));
+        assert!(line.ends_with(point.at), "{line}");
+    }
+    let (code, help, _) = faultline(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("crash-points") && help.contains("faultline failpoints"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_crash_points_run_passes_and_reports_every_point_it_armed() {
+    let dir = std::env::temp_dir().join(format!("faultline-cli-points-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    let args = [
+        "run",
+        "--faults",
+        "crash-points",
+        "--seed",
+        "3",
+        "--duration",
+        "8s",
+        "--out",
+        out,
+    ];
+    let (code, stdout, stderr) = faultline(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("reproduce: faultline run --seed 3")
+            && stdout.contains("--faults crash-points"),
+        "{stdout}"
+    );
+    let schedule: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("schedule.json")).unwrap()).unwrap();
+    let armed: Vec<(u64, String)> = schedule["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["fault"] == "failpoint")
+        .map(|f| {
+            (
+                f["node"].as_u64().unwrap(),
+                f["point"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!armed.is_empty(), "{schedule}");
+    let report = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+    let trace = std::fs::read_to_string(dir.join("trace.txt")).unwrap();
+    assert!(report.contains("crash points armed:"), "{report}");
+    assert!(report.contains("crash points reached"), "{report}");
+    for (node, point) in &armed {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("  n{node} {point} ")))
+            .unwrap_or_else(|| panic!("n{node} {point} not in the report:\n{report}"));
+        assert!(
+            line.contains("never reached")
+                || line.contains("triggered")
+                || line.contains("not triggered"),
+            "{line}"
+        );
+        assert!(
+            trace.contains(&format!("n{node} failpoint {point} cleared: ")),
+            "{trace}"
+        );
+    }
+    let hash = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("trace hash:"))
+            .map(str::to_string)
+    };
+    let (_, again, _) = faultline(&args[..args.len() - 2]);
+    assert!(hash(&stdout).is_some());
+    assert_eq!(
+        hash(&stdout),
+        hash(&again),
+        "the same seed gives the same run"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

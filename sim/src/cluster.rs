@@ -4,14 +4,19 @@
 //! [`faultline_store::node::server::run_node`] on a [`SimDisk`] that the harness keeps, so the
 //! disk survives crashes with exactly its synced content. Clients run on nodes of their own.
 //! Everything happens inside one madsim runtime: the same seed gives the same run.
+//!
+//! A member can also crash by itself, at an armed crash point ([`Fault::Failpoint`]): the point's
+//! hook, running in the member's own task, does what [`Fault::Crash`] does (kill the madsim node,
+//! crash the disk, record it), so the harness and the hook share each member's status.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_store::node::client::{Client, ClientConfig};
-use faultline_store::node::failpoint::Failpoints;
+use faultline_store::node::failpoint::{FailAction, Failpoints};
 use faultline_store::node::protocol::{member_ip, NodeId};
 use faultline_store::node::server::{
     run_node, Clock, CommitLog, NodeConfig, NodeEnv, NodeProbe, NodeState, Trace,
@@ -22,7 +27,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{SimDisk, SimDiskConfig};
-use crate::fault::Fault;
+use crate::fault::{Fault, InvalidFault};
 
 /// How a cluster is built: plain data, logged with the seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,19 +61,111 @@ pub enum MemberStatus {
     Paused,
 }
 
+/// One arming of a crash point and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailpointArming {
+    pub node: NodeId,
+    pub point: String,
+    pub hit: u64,
+    pub action: FailAction,
+    /// Simulated time since the cluster started.
+    pub armed_at_ms: u64,
+    /// Times the point was reached after arming, until it was cleared (or so far).
+    pub reached: u64,
+    /// Whether it acted (crashed or stalled the member).
+    pub triggered: bool,
+    /// When the member crashed at it.
+    pub crashed_at_ms: Option<u64>,
+    /// When it was cleared (or armed again, which replaces it); `None` while it is armed.
+    pub cleared_at_ms: Option<u64>,
+}
+
+/// What the harness and a member's crash hook both change.
+#[derive(Debug)]
+struct Liveness {
+    status: MemberStatus,
+    /// The crash point the member is down from, until it restarts.
+    crashed_at: Option<&'static str>,
+    /// Every crash at a crash point over the run, with when.
+    point_crashes: Vec<(&'static str, Duration)>,
+}
+
+/// The means to crash one member, shared by the harness and the member's crash hook (which runs
+/// inside the member's own task).
+#[derive(Clone)]
+struct MemberControl {
+    node: NodeId,
+    madsim_id: madsim::task::NodeId,
+    runtime: Handle,
+    disk: SimDisk,
+    trace: Trace,
+    started: Instant,
+    liveness: Arc<Mutex<Liveness>>,
+}
+
+impl MemberControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().expect("member liveness lock")
+    }
+
+    fn status(&self) -> MemberStatus {
+        self.lock().status
+    }
+
+    fn set_status(&self, status: MemberStatus) {
+        let mut liveness = self.lock();
+        liveness.status = status;
+        if status != MemberStatus::Crashed {
+            liveness.crashed_at = None;
+        }
+    }
+
+    /// Kills the member's node and crashes its disk, unless it is down already. `point` names
+    /// the crash point it crashed at, when it crashed by itself.
+    fn crash(&self, torn: bool, point: Option<&'static str>) {
+        {
+            let mut liveness = self.lock();
+            if liveness.status == MemberStatus::Crashed {
+                return;
+            }
+            liveness.status = MemberStatus::Crashed;
+            liveness.crashed_at = point;
+            if let Some(point) = point {
+                let at = now().duration_since(self.started);
+                liveness.point_crashes.push((point, at));
+            }
+        }
+        self.runtime.kill(self.madsim_id);
+        let report = self.disk.crash(torn);
+        self.trace.record(format!(
+            "n{} crashed{}: {} bytes lost, files lost {:?}{}",
+            self.node,
+            point.map_or(String::new(), |p| format!(" at failpoint {p}")),
+            report.bytes_lost,
+            report.files_lost,
+            report.torn.as_ref().map_or(String::new(), |t| format!(
+                ", torn {} kept {}/{}",
+                t.name, t.kept_bytes, t.tail_bytes
+            ))
+        ));
+    }
+}
+
 struct Member {
     handle: NodeHandle,
     disk: SimDisk,
     clock: Clock,
     probe: NodeProbe,
-    status: MemberStatus,
+    failpoints: Failpoints,
+    control: MemberControl,
 }
 
 impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Member")
-            .field("status", &self.status)
+            .field("status", &self.control.status())
             .field("disk", &self.disk)
+            .field("failpoints", &self.failpoints)
             .finish()
     }
 }
@@ -86,6 +183,7 @@ pub struct Cluster {
     started: Instant,
     clients: u32,
     faults: Vec<(Duration, Fault)>,
+    armings: Vec<FailpointArming>,
 }
 
 impl Cluster {
@@ -130,12 +228,31 @@ impl Cluster {
                     }
                 })
                 .build();
+            let control = MemberControl {
+                node: id,
+                madsim_id: handle.id(),
+                runtime: runtime.clone(),
+                disk: env.disk.clone(),
+                trace: trace.clone(),
+                started,
+                liveness: Arc::new(Mutex::new(Liveness {
+                    status: MemberStatus::Up,
+                    crashed_at: None,
+                    point_crashes: Vec::new(),
+                })),
+            };
+            // The member's task cannot run before `start` returns, so the hook is in place
+            // before any point can be reached.
+            let hook = control.clone();
+            env.failpoints
+                .set_crash_hook(move |point| hook.crash(false, Some(point)));
             let member = Member {
                 handle,
                 disk: env.disk,
                 clock: env.clock,
                 probe: env.probe,
-                status: MemberStatus::Up,
+                failpoints: env.failpoints,
+                control,
             };
             members.insert(id, member);
         }
@@ -149,6 +266,7 @@ impl Cluster {
             started,
             clients: 0,
             faults: Vec::new(),
+            armings: Vec::new(),
         }
     }
 
@@ -180,7 +298,36 @@ impl Cluster {
     }
 
     pub fn status(&self, node: NodeId) -> MemberStatus {
-        self.member(node).status
+        self.member(node).control.status()
+    }
+
+    /// A member's crash points: what is armed, what was reached.
+    pub fn failpoints(&self, node: NodeId) -> &Failpoints {
+        &self.member(node).failpoints
+    }
+
+    /// Every arming of a crash point so far, in order, with how it went (points still armed
+    /// as they stand now).
+    pub fn failpoint_armings(&self) -> Vec<FailpointArming> {
+        self.armings
+            .iter()
+            .map(|arming| {
+                let mut arming = arming.clone();
+                if arming.cleared_at_ms.is_none() {
+                    self.settle_arming(&mut arming);
+                }
+                arming
+            })
+            .collect()
+    }
+
+    /// Times each crash point was reached over the run, per member (points never reached are
+    /// left out).
+    pub fn failpoint_reaches(&self) -> BTreeMap<NodeId, BTreeMap<&'static str, u64>> {
+        self.members
+            .iter()
+            .map(|(id, m)| (*id, m.failpoints.reached_all()))
+            .collect()
     }
 
     /// A member's last published state (role, term, applied index, revision, hash).
@@ -210,31 +357,37 @@ impl Cluster {
 
     /// Carries out one fault. Faults that make no sense in the current state (resuming a running
     /// member, crashing a crashed one) do nothing and say so in the trace.
+    ///
+    /// Panics on a fault that names a member the cluster does not have or an unknown crash
+    /// point: a fault built in code is expected to be right; a schedule from outside goes
+    /// through [`Fault::validate`] or [`Cluster::try_apply`].
     pub fn apply(&mut self, fault: &Fault) {
+        if let Err(e) = self.try_apply(fault) {
+            panic!("{e}");
+        }
+    }
+
+    /// Carries out one fault, or says why it cannot be (see [`Fault::validate`]); an invalid
+    /// fault leaves the cluster and its trace as they were.
+    pub fn try_apply(&mut self, fault: &Fault) -> Result<(), InvalidFault> {
+        fault.validate(&self.member_ids())?;
         let at = self.elapsed();
         self.trace
             .record(format!("fault @{}ms {fault}", at.as_millis()));
         self.faults.push((at, fault.clone()));
         match fault {
             Fault::Crash { node, torn } => self.crash(*node, *torn),
-            Fault::Restart { node } => {
-                if self.member(*node).status != MemberStatus::Crashed {
-                    self.crash(*node, false);
-                }
-                let id = self.madsim_id(*node);
-                self.runtime.restart(id);
-                self.members.get_mut(node).expect("member").status = MemberStatus::Up;
-            }
+            Fault::Restart { node } => self.restart(*node),
             Fault::Pause { node } => {
-                if self.member(*node).status == MemberStatus::Up {
+                if self.status(*node) == MemberStatus::Up {
                     self.runtime.pause(self.madsim_id(*node));
-                    self.members.get_mut(node).expect("member").status = MemberStatus::Paused;
+                    self.member(*node).control.set_status(MemberStatus::Paused);
                 }
             }
             Fault::Resume { node } => {
-                if self.member(*node).status == MemberStatus::Paused {
+                if self.status(*node) == MemberStatus::Paused {
                     self.runtime.resume(self.madsim_id(*node));
-                    self.members.get_mut(node).expect("member").status = MemberStatus::Up;
+                    self.member(*node).control.set_status(MemberStatus::Up);
                 }
             }
             Fault::Isolate { node } => {
@@ -274,30 +427,114 @@ impl Cluster {
             Fault::ClockOffset { node, offset_ms } => {
                 self.member(*node).clock.set_offset_ms(*offset_ms)
             }
+            Fault::Failpoint {
+                node,
+                point,
+                hit,
+                action,
+            } => self.arm_failpoint(*node, point, *hit, *action, at),
+            Fault::ClearFailpoint { node, point } => self.clear_failpoint(*node, point, at),
         }
+        Ok(())
     }
 
     fn crash(&mut self, node: NodeId, torn: bool) {
-        let member = self.member(node);
-        if member.status == MemberStatus::Crashed {
-            return;
-        }
-        self.runtime.kill(member.handle.id());
-        let report = member.disk.crash(torn);
-        self.trace.record(format!(
-            "n{node} crashed: {} bytes lost, files lost {:?}{}",
-            report.bytes_lost,
-            report.files_lost,
-            report.torn.as_ref().map_or(String::new(), |t| format!(
-                ", torn {} kept {}/{}",
-                t.name, t.kept_bytes, t.tail_bytes
-            ))
-        ));
-        self.members.get_mut(&node).expect("member").status = MemberStatus::Crashed;
+        self.member(node).control.crash(torn, None);
     }
 
-    /// Heals every fault that has an end: links, paused members, crashed members, latency and
-    /// loss back to defaults, clock offsets to zero. Disk stalls run out by themselves.
+    /// Starts a member again from its disk; a running or paused one is crashed first.
+    fn restart(&mut self, node: NodeId) {
+        if self.status(node) != MemberStatus::Crashed {
+            self.crash(node, false);
+        }
+        self.runtime.restart(self.madsim_id(node));
+        self.member(node).control.set_status(MemberStatus::Up);
+    }
+
+    fn arm_failpoint(
+        &mut self,
+        node: NodeId,
+        point: &str,
+        hit: u64,
+        action: FailAction,
+        at: Duration,
+    ) {
+        // Arming a point again replaces the arming before it.
+        self.close_arming(node, point, at);
+        self.member(node)
+            .failpoints
+            .arm(point, hit, action)
+            .expect("a validated fault names a known crash point");
+        self.armings.push(FailpointArming {
+            node,
+            point: point.to_string(),
+            hit: hit.max(1),
+            action,
+            armed_at_ms: at.as_millis() as u64,
+            reached: 0,
+            triggered: false,
+            crashed_at_ms: None,
+            cleared_at_ms: None,
+        });
+    }
+
+    fn clear_failpoint(&mut self, node: NodeId, point: &str, at: Duration) {
+        self.close_arming(node, point, at);
+        let outcome = match self.member(node).failpoints.disarm(point) {
+            None => "was not armed".to_string(),
+            Some(a) if a.triggered => format!("triggered ({}) on hit {}", a.action, a.hit),
+            Some(a) if a.reached == 0 => "never reached".to_string(),
+            Some(a) => format!("reached {} of {} hits, not triggered", a.reached, a.hit),
+        };
+        self.trace
+            .record(format!("n{node} failpoint {point} cleared: {outcome}"));
+        let crashed_here = self.member(node).control.lock().crashed_at;
+        if self.status(node) == MemberStatus::Crashed && crashed_here == Some(point) {
+            self.trace.record(format!(
+                "n{node} restarting after its crash at failpoint {point}"
+            ));
+            self.restart(node);
+        }
+    }
+
+    /// Ends the open arming of `point` on `node` (if any) at `at`, with its outcome as it stands.
+    fn close_arming(&mut self, node: NodeId, point: &str, at: Duration) {
+        let Some(index) = self
+            .armings
+            .iter()
+            .rposition(|a| a.node == node && a.point == point && a.cleared_at_ms.is_none())
+        else {
+            return;
+        };
+        let mut arming = self.armings[index].clone();
+        self.settle_arming(&mut arming);
+        arming.cleared_at_ms = Some(at.as_millis() as u64);
+        self.armings[index] = arming;
+    }
+
+    /// Fills an open arming's outcome from the member's registry as it stands.
+    fn settle_arming(&self, arming: &mut FailpointArming) {
+        let member = self.member(arming.node);
+        if let Some(armed) = member.failpoints.armed(&arming.point) {
+            arming.reached = armed.reached;
+            arming.triggered = armed.triggered;
+        }
+        if arming.triggered && arming.action == FailAction::Crash {
+            arming.crashed_at_ms = member
+                .control
+                .lock()
+                .point_crashes
+                .iter()
+                .find(|(point, at)| {
+                    *point == arming.point && at.as_millis() as u64 >= arming.armed_at_ms
+                })
+                .map(|(_, at)| at.as_millis() as u64);
+        }
+    }
+
+    /// Heals every fault that has an end: links, paused members, armed crash points (cleared),
+    /// crashed members, latency and loss back to defaults, clock offsets to zero. Disk stalls
+    /// run out by themselves.
     pub fn heal_all(&mut self) {
         self.apply(&Fault::Heal);
         self.apply(&Fault::PacketLoss { permille: 0 });
@@ -306,6 +543,15 @@ impl Cluster {
             max_ms: 9,
         });
         for node in self.member_ids() {
+            let armed: Vec<String> = self
+                .armings
+                .iter()
+                .filter(|a| a.node == node && a.cleared_at_ms.is_none())
+                .map(|a| a.point.clone())
+                .collect();
+            for point in armed {
+                self.apply(&Fault::ClearFailpoint { node, point });
+            }
             match self.status(node) {
                 MemberStatus::Paused => self.apply(&Fault::Resume { node }),
                 MemberStatus::Crashed => self.apply(&Fault::Restart { node }),
@@ -321,7 +567,7 @@ impl Cluster {
     pub fn leader(&self) -> Option<NodeId> {
         self.members
             .iter()
-            .filter(|(_, m)| m.status == MemberStatus::Up)
+            .filter(|(_, m)| m.control.status() == MemberStatus::Up)
             .map(|(id, m)| (*id, m.probe.get()))
             .filter(|(_, s)| s.role == "leader")
             .max_by_key(|(_, s)| s.term)
@@ -349,7 +595,7 @@ impl Cluster {
             let behind = self
                 .members
                 .values()
-                .filter(|m| m.status == MemberStatus::Up)
+                .filter(|m| m.control.status() == MemberStatus::Up)
                 .any(|m| m.probe.get().applied < index);
             if !behind {
                 return true;

@@ -4,8 +4,9 @@
 
 use std::fmt;
 
+use faultline_store::node::failpoint::{failpoint, FailAction, UnknownFailpoint};
 use faultline_store::node::protocol::NodeId;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// One fault (or the end of one). Members are named by their Raft id (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,98 @@ pub enum Fault {
     DiskStall { node: NodeId, ms: u64 },
     /// The member's clock (as its lease logic reads it) reads true time plus `offset_ms`.
     ClockOffset { node: NodeId, offset_ms: i64 },
+    /// Arms the crash point `point` (one of
+    /// [`FAILPOINTS`](faultline_store::node::failpoint::FAILPOINTS)) on a member: it acts on its
+    /// `hit`-th hit from now (1 = the next), once. `crash` kills the member there exactly as
+    /// `Crash { torn: false }` does; `sleep` stalls the member's task there. The point stays
+    /// armed across restarts until it triggers or is cleared. A schedule naming a point that does
+    /// not exist does not read.
+    Failpoint {
+        node: NodeId,
+        #[serde(deserialize_with = "known_point")]
+        point: String,
+        hit: u64,
+        #[serde(flatten)]
+        action: FailAction,
+    },
+    /// Disarms `point` on a member; the trace says whether it was reached and triggered. A member
+    /// that crashed at that point is restarted (it recovers from its disk); a running member is
+    /// left running, and one crashed by anything else stays down.
+    ClearFailpoint {
+        node: NodeId,
+        #[serde(deserialize_with = "known_point")]
+        point: String,
+    },
+}
+
+/// Reads a crash point's name, refusing one that is not in the shell's table.
+fn known_point<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    match failpoint(&name) {
+        Some(_) => Ok(name),
+        None => Err(serde::de::Error::custom(UnknownFailpoint(name))),
+    }
+}
+
+/// A fault that cannot be carried out on a cluster: it names a member the cluster does not have
+/// or a crash point the shell does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidFault {
+    pub fault: Fault,
+    pub reason: String,
+}
+
+impl fmt::Display for InvalidFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fault \"{}\": {}", self.fault, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidFault {}
+
+impl Fault {
+    /// The members this fault names.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            Fault::Crash { node, .. }
+            | Fault::Restart { node }
+            | Fault::Pause { node }
+            | Fault::Resume { node }
+            | Fault::Isolate { node }
+            | Fault::DiskStall { node, .. }
+            | Fault::ClockOffset { node, .. }
+            | Fault::Failpoint { node, .. }
+            | Fault::ClearFailpoint { node, .. } => vec![*node],
+            Fault::Partition { left, right } => left.iter().chain(right).copied().collect(),
+            Fault::CutLink { from, to } => vec![*from, *to],
+            Fault::Heal | Fault::Latency { .. } | Fault::PacketLoss { .. } => Vec::new(),
+        }
+    }
+
+    /// Checks that the fault can be carried out on a cluster of `members`: every member it names
+    /// is one of them and every crash point it names exists.
+    pub fn validate(&self, members: &[NodeId]) -> Result<(), InvalidFault> {
+        let invalid = |reason: String| InvalidFault {
+            fault: self.clone(),
+            reason,
+        };
+        if let Some(node) = self.nodes().into_iter().find(|n| !members.contains(n)) {
+            let known = members
+                .iter()
+                .map(|n| format!("n{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(invalid(format!(
+                "the cluster has no member n{node} (members: {known})"
+            )));
+        }
+        if let Fault::Failpoint { point, .. } | Fault::ClearFailpoint { point, .. } = self {
+            if failpoint(point).is_none() {
+                return Err(invalid(UnknownFailpoint(point.clone()).to_string()));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Fault {
@@ -72,6 +165,13 @@ impl fmt::Display for Fault {
             Fault::PacketLoss { permille } => write!(f, "packet loss {permille}‰"),
             Fault::DiskStall { node, ms } => write!(f, "disk stall n{node} {ms}ms"),
             Fault::ClockOffset { node, offset_ms } => write!(f, "clock n{node} {offset_ms:+}ms"),
+            Fault::Failpoint {
+                node,
+                point,
+                hit,
+                action,
+            } => write!(f, "failpoint n{node} {point} {action} on hit {hit}"),
+            Fault::ClearFailpoint { node, point } => write!(f, "clear failpoint n{node} {point}"),
         }
     }
 }

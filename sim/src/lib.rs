@@ -8,7 +8,7 @@ pub mod cluster;
 pub mod disk;
 pub mod fault;
 
-pub use cluster::{simulate, Cluster, ClusterConfig, MemberStatus};
+pub use cluster::{simulate, Cluster, ClusterConfig, FailpointArming, MemberStatus};
 
 /// The simulation's random number generator: madsim's per-runtime generator, seeded from the
 /// run's seed (not `rand::thread_rng`, which would read real entropy). Everything the world
@@ -16,7 +16,7 @@ pub use cluster::{simulate, Cluster, ClusterConfig, MemberStatus};
 pub fn sim_rng() -> madsim::rand::GlobalRng {
     madsim::rand::thread_rng() // deterministic: madsim's generator, seeded from the run
 }
-pub use fault::Fault;
+pub use fault::{Fault, InvalidFault};
 
 #[cfg(test)]
 mod tests {
