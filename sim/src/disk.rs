@@ -170,6 +170,39 @@ struct Inode {
     rewrites: u64,
     /// Sequence number of this file's latest append not yet made durable.
     unsynced_append_seq: Option<u64>,
+    /// The byte ranges `write_at` changed since the last sync, when they (plus the bytes past
+    /// the durable length) are all that differ from the durable content, so a sync copies only
+    /// them; `None` after a `write`, when a sync copies the whole file.
+    patches: Option<Vec<(usize, usize)>>,
+}
+
+/// Past this many unsynced positional writes a sync copies the whole file instead.
+const PATCHES_MAX: usize = 4096;
+
+impl Inode {
+    /// Makes the durable content equal to the cached one.
+    fn persist_all(&mut self) -> usize {
+        match self.patches.take() {
+            Some(patches) => {
+                let old_len = self.durable.len().min(self.cached.len());
+                self.durable.resize(self.cached.len(), 0);
+                self.durable[old_len..].copy_from_slice(&self.cached[old_len..]);
+                let mut copied = self.cached.len() - old_len;
+                for (start, end) in patches {
+                    let end = end.min(self.cached.len());
+                    if start < end {
+                        self.durable[start..end].copy_from_slice(&self.cached[start..end]);
+                        copied += end - start;
+                    }
+                }
+                copied
+            }
+            None => {
+                self.durable = self.cached.clone();
+                self.durable.len()
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -284,6 +317,14 @@ impl SimDisk {
         self.lock().sync_faults.push_back(kind);
     }
 
+    /// The content of `name` as a crash now would leave it (its durable name and content,
+    /// without a torn tail), or `None` if a crash would leave no such file. Changes nothing.
+    pub fn durable_read(&self, name: &str) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let id = st.dir_durable.get(name)?;
+        Some(st.inodes[id].durable.clone())
+    }
+
     /// Power loss or kill -9: the cached layer is replaced by the durable layer. Call it after the
     /// node's tasks are gone (madsim's `kill` drops them); an operation still in flight across a
     /// crash fails with an error and takes no effect.
@@ -367,6 +408,7 @@ impl SimDisk {
             inode.tail_is_appends = true;
             inode.rewrites += 1;
             inode.unsynced_append_seq = None;
+            inode.patches = Some(Vec::new());
         }
         st.dir_cached = st.dir_durable.clone();
         st.dir_cached_version += 1;
@@ -510,6 +552,7 @@ impl State {
             tail_is_appends,
             rewrites: 0,
             unsynced_append_seq: None,
+            patches: Some(Vec::new()),
         };
         assert!(
             self.inodes.insert(id, inode).is_none(),
@@ -530,15 +573,18 @@ impl State {
         let synced = if inode.rewrites != rewrites_then {
             // The content the sync was asked for has been replaced; the device may as well have
             // written the newer pages, and the older ones can no longer be asked for.
-            inode.durable = inode.cached.clone();
-            inode.durable.len()
+            inode.persist_all()
         } else {
             // Since the sync started only appends happened: the content then is a prefix.
             assert!(
                 len_then <= inode.cached.len(),
                 "content shrank without a rewrite"
             );
-            if !inode.tail_is_appends {
+            if !inode.tail_is_appends && inode.patches.is_some() {
+                // Positional writes: copy what they changed (and anything appended since, which
+                // the device may as well have written).
+                inode.persist_all()
+            } else if !inode.tail_is_appends {
                 inode.durable = inode.cached[..len_then].to_vec();
                 len_then
             } else if len_then > inode.durable.len() {
@@ -553,6 +599,8 @@ impl State {
             }
         };
         inode.tail_is_appends = true;
+        // What still differs is a tail of appends past the durable length.
+        inode.patches = Some(Vec::new());
         if inode.durable.len() == inode.cached.len() {
             inode.unsynced_append_seq = None;
         }
@@ -691,9 +739,46 @@ impl Disk for SimDisk {
                 inode.tail_is_appends = false;
                 inode.rewrites += 1;
                 inode.unsynced_append_seq = None;
+                inode.patches = None;
             }
             None => {
                 st.create(name, data.to_vec(), false);
+            }
+        }
+        st.stats.bytes_written += data.len() as u64;
+        st.check_invariants_cheap();
+        Ok(())
+    }
+
+    async fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        let epoch = self.page_cache_op(&[name]).await?;
+        let mut st = self.lock();
+        st.check_epoch(epoch)?;
+        let offset = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+        let end = offset + data.len();
+        let size_before = st
+            .dir_cached
+            .get(name)
+            .map_or(0, |id| st.inodes[id].cached.len());
+        st.check_space(name, size_before.max(end) as u64)?;
+        let id = match st.dir_cached.get(name) {
+            Some(&id) => id,
+            None => st.create(name, Vec::new(), true),
+        };
+        let inode = st.inodes.get_mut(&id).expect("a named inode exists");
+        if inode.cached.len() < end {
+            inode.cached.resize(end, 0);
+        }
+        inode.cached[offset..end].copy_from_slice(data);
+        inode.tail_is_appends = false;
+        inode.rewrites += 1;
+        inode.unsynced_append_seq = None;
+        if let Some(patches) = inode.patches.as_mut() {
+            if patches.len() < PATCHES_MAX {
+                patches.push((offset, end));
+            } else {
+                inode.patches = None;
             }
         }
         st.stats.bytes_written += data.len() as u64;

@@ -13,9 +13,11 @@
 pub mod api;
 pub mod backend;
 pub mod bugs;
+pub mod db;
 pub mod error;
 pub mod lease;
 pub mod mvcc;
+pub mod persist;
 pub mod store;
 pub mod watch;
 

@@ -21,6 +21,16 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// Creates or truncates `name` and writes `data` into it. Not durable until synced.
     fn write(&self, name: &str, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// pwrite: writes `data` at byte `offset` of `name`, creating the file if needed; a gap
+    /// past the end reads as zeros. Not durable until synced; a crash before the sync loses the
+    /// whole write.
+    fn write_at(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> impl Future<Output = io::Result<()>> + Send;
+
     /// fsync: makes the content of `name` durable. Blocks while the disk is stalled.
     fn sync_file(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send;
 
