@@ -13,10 +13,11 @@ use faultline_store::db::DbFile;
 use faultline_store::node::backend::DB_FILE;
 use faultline_store::node::client::{Client, Outcome};
 use faultline_store::node::protocol::{ClientRequest, ClientResponse, NodeId};
-use faultline_store::Store;
+use faultline_store::{Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, MemberStatus};
+use crate::disk::SimDisk;
 
 /// A member whose keyspace differs from the majority's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,17 +80,26 @@ async fn hash_at(client: &Client, member: NodeId, revision: i64) -> Result<(u64,
     }
 }
 
-/// Compares the HashKV of every running member at the highest revision all of them have
-/// applied, among members at the same compact revision. `None` if fewer than two members
-/// could be compared.
-pub async fn hash_check(cluster: &Cluster, client: &Client, when: &str) -> Option<HashCheck> {
-    let running: Vec<NodeId> = cluster
+/// The running members and their published revisions: what [`hash_check`] compares.
+pub fn running_members(cluster: &Cluster) -> Vec<(NodeId, i64)> {
+    cluster
         .member_ids()
         .into_iter()
         .filter(|m| cluster.status(*m) == MemberStatus::Up)
-        .collect();
-    let probes: Vec<_> = running.iter().map(|m| (*m, cluster.probe(*m))).collect();
-    let revision = probes.iter().map(|(_, p)| p.revision).min()?;
+        .map(|m| (m, cluster.probe(m).revision))
+        .collect()
+}
+
+/// Compares the HashKV of `running` members (see [`running_members`]) at the highest revision
+/// all of them have applied, among members at the same compact revision. `None` if fewer than
+/// two members could be compared.
+pub async fn hash_check(
+    client: &Client,
+    running: &[(NodeId, i64)],
+    when: &str,
+) -> Option<HashCheck> {
+    let revision = running.iter().map(|(_, rev)| *rev).min()?;
+    let running: Vec<NodeId> = running.iter().map(|(m, _)| *m).collect();
     let mut hashes = BTreeMap::new();
     let mut compacts = BTreeMap::new();
     let mut skipped = BTreeMap::new();
@@ -238,18 +248,28 @@ impl fmt::Display for DbCheck {
     }
 }
 
+/// What [`db_check`] needs of a member: its disk, its applied index and its store's settings.
+pub fn db_check_input(cluster: &Cluster, member: NodeId) -> (NodeId, SimDisk, u64, StoreConfig) {
+    (
+        member,
+        cluster.disk(member).clone(),
+        cluster.probe(member).applied,
+        cluster.config().node.store.clone(),
+    )
+}
+
 /// Opens `member`'s db file as a crash now would leave it, restores a store from it alone
 /// (finishing an interrupted compaction as a restart would) and compares its HashKV at its
 /// revision with the live member's.
-pub async fn db_check(cluster: &Cluster, client: &Client, member: NodeId) -> DbCheck {
-    let restored = cluster
-        .disk(member)
+pub async fn db_check(
+    client: &Client,
+    (member, disk, applied, store_config): (NodeId, SimDisk, u64, StoreConfig),
+) -> DbCheck {
+    let restored = disk
         .durable_read(DB_FILE)
         .ok_or_else(|| "no durable db file".to_string())
         .and_then(|bytes| DbFile::open(&bytes).map_err(|e| e.to_string()))
-        .and_then(|db| {
-            Store::from_db(cluster.config().node.store.clone(), &db).map_err(|e| e.to_string())
-        })
+        .and_then(|db| Store::from_db(store_config, &db).map_err(|e| e.to_string()))
         .and_then(|store| {
             let rev = store.current_revision();
             let hash = store.hash_kv(rev).map_err(|e| e.to_string())?.hash;
@@ -258,7 +278,7 @@ pub async fn db_check(cluster: &Cluster, client: &Client, member: NodeId) -> DbC
     let live = match &restored {
         Ok((_, rev, _)) => hash_at(client, member, *rev)
             .await
-            .map(|(hash, _)| (cluster.probe(member).applied, hash)),
+            .map(|(hash, _)| (applied, hash)),
         Err(_) => Err("not compared".to_string()),
     };
     DbCheck {
