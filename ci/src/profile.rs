@@ -3,7 +3,10 @@
 //! found from random seeds without a hand-written schedule. An option given on the command line
 //! wins over the profile; the profile wins over the defaults.
 
+use faultline_workloads::traffic::OpMix;
 use faultline_workloads::FaultProfile;
+
+use crate::run::RunConfig;
 use serde::{Deserialize, Serialize};
 
 /// The backend's knobs a run can turn (see the node's `NodeConfig`).
@@ -103,6 +106,49 @@ pub const PROFILES: &[Profile] = &[
 ];
 
 impl Profile {
+    /// Sets what the profile sets on `config`.
+    pub fn apply(&self, config: &mut RunConfig) -> Result<(), String> {
+        if let Some(nodes) = self.nodes {
+            config.nodes = nodes;
+        }
+        if let Some(faults) = self.faults {
+            config.faults = faults;
+        }
+        if let Some(entries) = self.snapshot_entries {
+            config.snapshot_entries = entries;
+        }
+        if let Some(rate) = self.rate {
+            config.workload.rate_per_client = rate;
+        }
+        if let Some(every) = self.compact_every_ms {
+            config.workload.compact_every_ms = every;
+        }
+        if let Some(mix) = self.mix {
+            config.workload.mix = OpMix::parse(mix)?;
+        }
+        if let Some(limit) = self.batch_limit {
+            config.backend.batch_limit = limit;
+        }
+        if let Some(limit) = self.compaction_batch_limit {
+            config.backend.compaction_batch_limit = limit;
+        }
+        if let Some(every) = self.defrag_every_ms {
+            config.backend.defrag_every_ms = every;
+        }
+        Ok(())
+    }
+
+    /// A run of this profile: the defaults, then the profile's values.
+    pub fn config(&self, seed: u64) -> RunConfig {
+        let mut config = RunConfig {
+            seed,
+            profile: Some(self.name.to_string()),
+            ..RunConfig::default()
+        };
+        self.apply(&mut config).expect("a profile's own mix parses");
+        config
+    }
+
     pub fn parse(name: &str) -> Result<Profile, String> {
         PROFILES
             .iter()
@@ -124,6 +170,15 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_profile_makes_a_valid_run() {
+        for p in PROFILES {
+            p.config(1)
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        }
+    }
 
     #[test]
     fn profiles_parse_by_name_and_unknown_names_are_refused() {

@@ -92,6 +92,9 @@ pub struct RunConfig {
     /// the backend had a db file: those had the defaults.
     #[serde(default)]
     pub backend: BackendKnobs,
+    /// The named profile the run started from, if any (see `crate::profile`).
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -109,6 +112,7 @@ impl Default for RunConfig {
             check_memory_bytes: default_check_memory_bytes(),
             snapshot_entries: 1_000,
             backend: BackendKnobs::default(),
+            profile: None,
         }
     }
 }
