@@ -183,6 +183,33 @@ impl RunConfig {
                 self.workload.keys
             ));
         }
+        if self.backend.batch_limit == 0 || self.backend.batch_limit > 1_000_000 {
+            return Err(format!(
+                "--backend-batch-limit must be 1 to 1000000 revisions (got {})",
+                self.backend.batch_limit
+            ));
+        }
+        if self.backend.compaction_batch_limit == 0
+            || self.backend.compaction_batch_limit > 1_000_000
+        {
+            return Err(format!(
+                "--compaction-batch-limit must be 1 to 1000000 deletes (got {})",
+                self.backend.compaction_batch_limit
+            ));
+        }
+        if self.backend.defrag_every_ms != 0 && self.backend.defrag_every_ms < 50 {
+            return Err(format!(
+                "--defrag-every must be 0 (never) or at least 50ms (got {}ms)",
+                self.backend.defrag_every_ms
+            ));
+        }
+        if self.target == RunTarget::Etcd && self.backend != BackendKnobs::default() {
+            return Err(
+                "the backend knobs set the reference store's backend; etcd has its own flags \
+                 (--target etcd)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -212,8 +239,12 @@ impl RunConfig {
             RunTarget::Sim => String::new(),
             RunTarget::Etcd => " --target etcd".to_string(),
         };
+        let profile = self
+            .profile
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --profile {p}"));
         let mut cmd = format!(
-            "faultline run{target} --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
+            "faultline run{target}{profile} --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
             self.seed,
             self.nodes,
             self.duration_ms,
@@ -240,6 +271,19 @@ impl RunConfig {
             && self.target == RunTarget::Sim
         {
             cmd.push_str(&format!(" --watchers {}", self.workload.watchers));
+        }
+        let backend = BackendKnobs::default();
+        if self.backend.batch_limit != backend.batch_limit {
+            cmd.push_str(&format!(" --backend-batch-limit {}", self.backend.batch_limit));
+        }
+        if self.backend.compaction_batch_limit != backend.compaction_batch_limit {
+            cmd.push_str(&format!(
+                " --compaction-batch-limit {}",
+                self.backend.compaction_batch_limit
+            ));
+        }
+        if self.backend.defrag_every_ms != backend.defrag_every_ms {
+            cmd.push_str(&format!(" --defrag-every {}ms", self.backend.defrag_every_ms));
         }
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
