@@ -6,14 +6,20 @@
 //! page cache: what the node reads back. The *durable* layer is what a power loss leaves. Both
 //! layers exist for file contents (per inode) and for the directory (name -> inode):
 //!
-//! - `append` and `write` change an inode's cached content; `rename` and `remove` change the
-//!   cached directory. None of them is durable on its own.
+//! - `append`, `write` and `write_at` change an inode's cached content; `rename` and `remove`
+//!   change the cached directory. None of them is durable on its own.
 //! - `sync_file(name)` (fsync) makes the content of `name`'s inode durable as it was when the call
 //!   started; `sync_dir()` makes the directory durable as it was when the call started. A file
 //!   created and fsynced whose directory entry was never synced is therefore lost by a crash:
 //!   strict POSIX, the weakest guarantee a real file system gives.
 //! - [`SimDisk::crash`] replaces the cached layer with the durable one, optionally keeping a torn
 //!   prefix of the latest unsynced append (see its documentation for the exact rule).
+//!   [`SimDisk::durable_read`] shows what a crash would leave without crashing.
+//!
+//! Costs: each inode remembers which byte ranges positional writes (`write_at`, `write`) changed
+//! since they were last made durable, so a sync copies only those ranges and the unsynced
+//! appended tail, and a crash restores only those: both cost the bytes changed, not the file size.
+//! `read` copies the whole file.
 //!
 //! The state lives behind an `Arc<Mutex<..>>` so the harness keeps a handle that outlives a node's
 //! kill and restart while the node holds clones. This module must never hold that lock across an
@@ -85,14 +91,15 @@ impl Latency {
 /// The disk's options: plain data, so a run can print and replay what it used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimDiskConfig {
-    /// Time each page-cache operation (`append`, `write`, `rename`, `remove`) takes before it
-    /// takes effect. Reads and listings take no time. Default: zero.
+    /// Time each page-cache operation (`append`, `write`, `write_at`, `rename`, `remove`) takes
+    /// before it takes effect. Reads and listings take no time. Default: zero.
     pub write_latency: Latency,
     /// Time each sync (`sync_file`, `sync_dir`) takes, on top of any stall. Default: 1..=3 ms.
     pub sync_latency: Latency,
-    /// ENOSPC: an `append` or `write` that would grow the sum of the sizes of the files the node
-    /// sees (cached contents of the files in the cached directory) beyond this many bytes fails
-    /// with `StorageFull` and changes nothing. `None`: unlimited. Default: `None`.
+    /// ENOSPC: an `append`, `write` or `write_at` that would grow the sum of the sizes of the
+    /// files the node sees (cached contents of the files in the cached directory) beyond this many
+    /// bytes fails with `StorageFull` and changes nothing. A `write_at` inside a file's current
+    /// size grows nothing and is never refused. `None`: unlimited. Default: `None`.
     pub capacity_bytes: Option<u64>,
 }
 
@@ -115,13 +122,14 @@ pub struct SimDiskStats {
     pub syncs_failed: u64,
     /// Syncs that had to wait for a stall to end.
     pub syncs_stalled: u64,
-    /// Bytes accepted by `append` and `write`.
+    /// Bytes accepted by `append`, `write` and `write_at`.
     pub bytes_written: u64,
-    /// Bytes copied from cached to durable content by `sync_file`.
+    /// Bytes copied from cached to durable content by `sync_file`: the ranges changed since they
+    /// were last made durable, not the whole file.
     pub bytes_synced: u64,
     /// Calls to [`SimDisk::stall`].
     pub stalls: u64,
-    /// `append`s and `write`s refused with ENOSPC.
+    /// `append`s, `write`s and `write_at`s refused with ENOSPC.
     pub writes_refused: u64,
     /// Calls to [`SimDisk::crash`].
     pub crashes: u64,
@@ -162,46 +170,214 @@ struct Inode {
     cached: Vec<u8>,
     /// What survives a crash.
     durable: Vec<u8>,
-    /// True while `cached` is `durable` followed only by appended bytes (no `write` since the
-    /// last sync): only then is the unsynced part a tail that a crash can tear.
-    tail_is_appends: bool,
-    /// Bumped by every `write` and by a crash. A sync that saw another value knows the content it
-    /// was asked to persist has since been replaced.
-    rewrites: u64,
-    /// Sequence number of this file's latest append not yet made durable.
-    unsynced_append_seq: Option<u64>,
-    /// The byte ranges `write_at` changed since the last sync, when they (plus the bytes past
-    /// the durable length) are all that differ from the durable content, so a sync copies only
-    /// them; `None` after a `write`, when a sync copies the whole file.
-    patches: Option<Vec<(usize, usize)>>,
+    /// Byte ranges of `cached` that may differ from `durable`: start -> (end, the `version` of the
+    /// latest change to them). Disjoint. Below `min(cached.len(), durable.len())` every byte
+    /// outside them equals its durable counterpart; bytes of `cached` from `durable.len()` on are
+    /// the unsynced tail whether or not a range covers them. A range may reach past the end of
+    /// `cached` after the file shrank.
+    dirty: BTreeMap<usize, (usize, u64)>,
+    /// Bumped by every change to `cached` and by a crash.
+    version: u64,
+    /// The `version` that `durable` was taken from: a sync that started before the one already
+    /// committed must not roll the content back.
+    durable_version: u64,
+    /// The largest `cached.len()` since the inode was made or last crashed. Neither `durable` nor
+    /// the content a sync in flight persists reaches past it, so an append landing below it
+    /// (after the file shrank) records a dirty range, and one above it needs none.
+    high_water: usize,
+    /// Sequence number and `version` of this file's latest append not yet covered by a sync.
+    unsynced_append: Option<(u64, u64)>,
 }
 
-/// Past this many unsynced positional writes a sync copies the whole file instead.
-const PATCHES_MAX: usize = 4096;
+/// The content a sync persists, taken when it starts: the inode's `version` and cached length
+/// then, and the bytes then of every range that might differ from the durable content.
+#[derive(Debug)]
+struct SyncSnapshot {
+    version: u64,
+    len: usize,
+    pieces: Vec<(usize, Vec<u8>)>,
+}
 
 impl Inode {
-    /// Makes the durable content equal to the cached one.
-    fn persist_all(&mut self) -> usize {
-        match self.patches.take() {
-            Some(patches) => {
-                let old_len = self.durable.len().min(self.cached.len());
-                self.durable.resize(self.cached.len(), 0);
-                self.durable[old_len..].copy_from_slice(&self.cached[old_len..]);
-                let mut copied = self.cached.len() - old_len;
-                for (start, end) in patches {
-                    let end = end.min(self.cached.len());
-                    if start < end {
-                        self.durable[start..end].copy_from_slice(&self.cached[start..end]);
-                        copied += end - start;
-                    }
-                }
-                copied
+    fn new() -> Inode {
+        Inode {
+            cached: Vec::new(),
+            durable: Vec::new(),
+            dirty: BTreeMap::new(),
+            version: 0,
+            durable_version: 0,
+            high_water: 0,
+            unsynced_append: None,
+        }
+    }
+
+    /// True while `cached` is `durable` followed only by appended bytes: only then is the
+    /// unsynced part a tail that a crash can tear.
+    fn tail_is_appends(&self) -> bool {
+        self.dirty.is_empty() && self.cached.len() >= self.durable.len()
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.high_water = self.high_water.max(self.cached.len());
+        self.version
+    }
+
+    /// Records that `start..end` of `cached` changed at `version`.
+    fn mark_dirty(&mut self, start: usize, end: usize, version: u64) {
+        if start >= end {
+            return;
+        }
+        let overlapping: Vec<usize> = self
+            .dirty
+            .range(..end)
+            .rev()
+            .take_while(|(_, &(e, _))| e > start)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in overlapping {
+            let (e, v) = self.dirty.remove(&s).expect("an overlapping range exists");
+            if s < start {
+                self.dirty.insert(s, (start, v));
             }
-            None => {
-                self.durable = self.cached.clone();
-                self.durable.len()
+            if e > end {
+                self.dirty.insert(end, (e, v));
             }
         }
+        self.dirty.insert(start, (end, version));
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let from = self.cached.len();
+        let below = self.high_water;
+        self.cached.extend_from_slice(data);
+        let version = self.bump();
+        self.mark_dirty(from, self.cached.len().min(below), version);
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let old_len = self.cached.len();
+        let end = offset + data.len();
+        if end > old_len {
+            self.cached.resize(end, 0);
+        }
+        self.cached[offset..end].copy_from_slice(data);
+        let version = self.bump();
+        // A gap the write opened is zeros now, which may differ from old durable bytes too.
+        self.mark_dirty(old_len.min(offset), end, version);
+    }
+
+    fn replace(&mut self, data: &[u8]) {
+        self.cached.clear();
+        self.cached.extend_from_slice(data);
+        let version = self.bump();
+        self.dirty.clear();
+        self.mark_dirty(0, data.len(), version);
+    }
+
+    /// What a sync starting now persists. Costs the bytes not yet durable, not the file size.
+    fn snapshot(&self) -> SyncSnapshot {
+        let len = self.cached.len();
+        let mut spans: Vec<(usize, usize)> = self
+            .dirty
+            .iter()
+            .map(|(&s, &(e, _))| (s, e.min(len)))
+            .filter(|(s, e)| s < e)
+            .collect();
+        if self.durable.len() < len {
+            spans.push((self.durable.len(), len));
+        }
+        let pieces = merge_spans(spans)
+            .into_iter()
+            .map(|(s, e)| (s, self.cached[s..e].to_vec()))
+            .collect();
+        SyncSnapshot {
+            version: self.version,
+            len,
+            pieces,
+        }
+    }
+
+    /// Makes `snapshot` the durable content unless a sync that started later got there first.
+    /// Returns the bytes copied.
+    fn commit(&mut self, snapshot: SyncSnapshot) -> usize {
+        if snapshot.version <= self.durable_version {
+            return 0;
+        }
+        self.durable.resize(snapshot.len, 0);
+        let mut copied = 0;
+        for (start, bytes) in &snapshot.pieces {
+            self.durable[*start..start + bytes.len()].copy_from_slice(bytes);
+            copied += bytes.len();
+        }
+        self.durable_version = snapshot.version;
+        // What changed after the sync started stays dirty; everything else now matches.
+        self.dirty.retain(|_, &mut (_, v)| v > snapshot.version);
+        if matches!(self.unsynced_append, Some((_, v)) if v <= snapshot.version) {
+            self.unsynced_append = None;
+        }
+        copied
+    }
+
+    /// How long a prefix of `cached` survives a crash that keeps `torn` bytes of the unsynced
+    /// tail on top of the durable content. Costs the dirty bytes, not the file size.
+    fn surviving_prefix(&self, torn: Option<usize>) -> usize {
+        if let Some(kept) = torn {
+            // Only an appends-only tail tears: `cached` starts with the durable content.
+            return self.durable.len() + kept;
+        }
+        let limit = self.cached.len().min(self.durable.len());
+        for (&s, &(e, _)) in &self.dirty {
+            if s >= limit {
+                break;
+            }
+            let e = e.min(limit);
+            let same = common_prefix_len(&self.cached[s..e], &self.durable[s..e]);
+            if same < e - s {
+                return s + same;
+            }
+        }
+        limit
+    }
+
+    /// The crash: `cached` becomes the durable content plus the first `torn` bytes of the
+    /// unsynced tail, and both layers are equal. Costs the bytes changed, not the file size.
+    fn crash(&mut self, torn: Option<usize>) {
+        match torn {
+            Some(kept) => {
+                let from = self.durable.len();
+                self.cached.truncate(from + kept);
+                self.durable.extend_from_slice(&self.cached[from..]);
+            }
+            None => {
+                let old_len = self.cached.len();
+                let len = self.durable.len();
+                self.cached.resize(len, 0);
+                let mut spans: Vec<(usize, usize)> = self
+                    .dirty
+                    .iter()
+                    .map(|(&s, &(e, _))| (s, e.min(len)))
+                    .filter(|(s, e)| s < e)
+                    .collect();
+                if old_len < len {
+                    spans.push((old_len, len));
+                }
+                for (s, e) in merge_spans(spans) {
+                    self.cached[s..e].copy_from_slice(&self.durable[s..e]);
+                }
+            }
+        }
+        self.dirty.clear();
+        self.version += 1;
+        self.durable_version = self.version;
+        self.high_water = self.cached.len();
+        self.unsynced_append = None;
     }
 }
 
@@ -317,14 +493,6 @@ impl SimDisk {
         self.lock().sync_faults.push_back(kind);
     }
 
-    /// The content of `name` as a crash now would leave it (its durable name and content,
-    /// without a torn tail), or `None` if a crash would leave no such file. Changes nothing.
-    pub fn durable_read(&self, name: &str) -> Option<Vec<u8>> {
-        let st = self.lock();
-        let id = st.dir_durable.get(name)?;
-        Some(st.inodes[id].durable.clone())
-    }
-
     /// Power loss or kill -9: the cached layer is replaced by the durable layer. Call it after the
     /// node's tasks are gone (madsim's `kill` drops them); an operation still in flight across a
     /// crash fails with an error and takes no effect.
@@ -333,46 +501,40 @@ impl SimDisk {
     /// - the durable directory: every name that a completed `sync_dir` recorded, mapping to the
     ///   inode it named then; everything else in the cached directory is gone, and inodes no
     ///   durable name refers to are dropped;
-    /// - for each surviving inode, its durable content: what its last completed `sync_file` saw
-    ///   (empty if it was never synced);
+    /// - for each surviving inode, its durable content: what the completed `sync_file` that
+    ///   started last saw (empty if it was never synced); an unsynced `write` or `write_at` is
+    ///   lost whole, and the bytes it overwrote keep their durable value;
     /// - with `torn == true`, a torn write on top of that, at most one per crash. The candidate is
     ///   the file holding the disk's most recent append that no sync has covered since (a
-    ///   `write` to the file cancels its earlier appends). The tear happens only if that file's
-    ///   inode survives, its unsynced part is appends only (no `write` since its last sync), and
+    ///   `write` or `write_at` to the file cancels its earlier appends). The tear happens only if
+    ///   that file's inode survives, its unsynced part is appends only (every `write` and
+    ///   `write_at` to it covered by a completed sync), and
     ///   that unsynced tail `T` is at least 2 bytes long; then a prefix `T[..k]` survives after
     ///   the durable content, with `k` drawn uniformly from `1..T.len()` by madsim's RNG (so
     ///   non-empty and strictly shorter than `T`; it may end inside any earlier unsynced append of
     ///   that file). The RNG is drawn only when a tear happens. No other file gains anything.
     ///
-    /// After the crash every file's cached and durable contents are equal. Options, stalls,
+    /// After the crash every file's cached and durable contents are equal;
+    /// [`durable_read`](Self::durable_read) showed beforehand what a crash without a tear leaves.
+    /// A crash costs the bytes changed since they were last made durable, not the file sizes. Options, stalls,
     /// injected sync errors and counters are kept. Call it inside the madsim runtime: the tear
     /// draws from its RNG.
     pub fn crash(&self, torn: bool) -> CrashReport {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let tear = if torn { st.choose_tear() } else { None };
+        let kept_by = |id: InodeId| tear.filter(|&(torn_id, _)| torn_id == id).map(|(_, k)| k);
 
         let live: BTreeSet<InodeId> = st.dir_durable.values().copied().collect();
-        let mut survivors: BTreeMap<InodeId, Vec<u8>> = BTreeMap::new();
-        for &id in &live {
-            let inode = &st.inodes[&id];
-            let mut content = inode.durable.clone();
-            if let Some((torn_id, kept)) = tear {
-                if torn_id == id {
-                    let start = inode.durable.len();
-                    content.extend_from_slice(&inode.cached[start..start + kept]);
-                }
-            }
-            survivors.insert(id, content);
-        }
-
-        let seen: BTreeSet<InodeId> = st.dir_cached.values().copied().collect();
         let mut bytes_lost = 0u64;
-        for id in &seen {
-            let cached = &st.inodes[id].cached;
-            let kept = survivors
-                .get(id)
-                .map_or(0, |after| common_prefix_len(cached, after));
-            bytes_lost += (cached.len() - kept) as u64;
+        for id in st.dir_cached.values() {
+            let inode = &st.inodes[id];
+            let kept = if live.contains(id) {
+                inode.surviving_prefix(kept_by(*id))
+            } else {
+                0
+            };
+            bytes_lost += (inode.cached.len() - kept) as u64;
         }
         let files_lost: Vec<String> = st
             .dir_cached
@@ -401,14 +563,8 @@ impl SimDisk {
         });
 
         st.inodes.retain(|id, _| live.contains(id));
-        for (id, content) in survivors {
-            let inode = st.inodes.get_mut(&id).expect("a survivor is live");
-            inode.cached = content.clone();
-            inode.durable = content;
-            inode.tail_is_appends = true;
-            inode.rewrites += 1;
-            inode.unsynced_append_seq = None;
-            inode.patches = Some(Vec::new());
+        for (&id, inode) in st.inodes.iter_mut() {
+            inode.crash(kept_by(id));
         }
         st.dir_cached = st.dir_durable.clone();
         st.dir_cached_version += 1;
@@ -428,13 +584,49 @@ impl SimDisk {
         }
     }
 
+    /// The content of `name` as [`crash(false)`](Self::crash) would leave it right now, without
+    /// crashing: `None` unless the durable directory holds `name`; otherwise the durable content
+    /// of the inode it names there (empty if never synced), even if the node has since removed or
+    /// renamed it. A torn crash may leave more: a prefix of the latest unsynced append on top.
+    pub fn durable_read(&self, name: &str) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let id = st.dir_durable.get(name)?;
+        Some(st.inodes[id].durable.clone())
+    }
+
+    /// The names a crash would leave right now, sorted: the durable directory.
+    pub fn durable_list(&self) -> Vec<String> {
+        self.lock().dir_durable.keys().cloned().collect()
+    }
+
+    /// The content of `name` as the node sees it (page cache included), without taking any
+    /// simulated time; `None` if the node sees no such file.
+    pub fn cached_read(&self, name: &str) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let id = st.dir_cached.get(name)?;
+        Some(st.inodes[id].cached.clone())
+    }
+
     /// Checks the disk's internal invariants, including the costly ones (content prefixes);
     /// panics on a broken one. Every operation checks the cheap ones itself.
     pub fn check_invariants(&self) {
         let st = self.lock();
         st.check_invariants_cheap();
         for (id, inode) in &st.inodes {
-            if inode.tail_is_appends {
+            let common = inode.cached.len().min(inode.durable.len());
+            let mut clean = 0;
+            let dirty = inode
+                .dirty
+                .range(..common)
+                .map(|(&s, &(e, _))| (s, e.min(common)));
+            for (s, e) in dirty.chain([(common, common)]) {
+                assert!(
+                    inode.cached[clean..s] == inode.durable[clean..s],
+                    "inode {id}: bytes {clean}..{s} differ outside the dirty ranges"
+                );
+                clean = e;
+            }
+            if inode.tail_is_appends() {
                 assert!(
                     inode.cached.starts_with(&inode.durable),
                     "inode {id}: tail is not an append"
@@ -539,23 +731,16 @@ impl State {
         Ok(())
     }
 
-    fn create(&mut self, name: &str, content: Vec<u8>, tail_is_appends: bool) -> InodeId {
+    /// Makes `name` an empty file in the cached directory.
+    fn create(&mut self, name: &str) -> InodeId {
         assert!(
             !self.dir_cached.contains_key(name),
             "create over an existing name"
         );
         let id = self.next_inode;
         self.next_inode += 1;
-        let inode = Inode {
-            cached: content,
-            durable: Vec::new(),
-            tail_is_appends,
-            rewrites: 0,
-            unsynced_append_seq: None,
-            patches: Some(Vec::new()),
-        };
         assert!(
-            self.inodes.insert(id, inode).is_none(),
+            self.inodes.insert(id, Inode::new()).is_none(),
             "inode ids are never reused"
         );
         self.dir_cached.insert(name.to_owned(), id);
@@ -563,47 +748,22 @@ impl State {
         id
     }
 
-    /// Makes the content inode `id` had when a sync started durable. `rewrites_then` and
-    /// `len_then` are its `rewrites` and cached length at that moment.
-    fn commit_file(&mut self, id: InodeId, rewrites_then: u64, len_then: usize) {
+    /// The inode `name` names in the cached directory, created empty if there is none.
+    fn open_or_create(&mut self, name: &str) -> &mut Inode {
+        let id = match self.dir_cached.get(name) {
+            Some(&id) => id,
+            None => self.create(name),
+        };
+        self.inodes.get_mut(&id).expect("a named inode exists")
+    }
+
+    /// Makes the content inode `id` had when a sync started, `snapshot`, durable.
+    fn commit_file(&mut self, id: InodeId, snapshot: SyncSnapshot) {
         let Some(inode) = self.inodes.get_mut(&id) else {
             // Removed for good meanwhile: fsync of an unlinked file persists nothing visible.
             return;
         };
-        let synced = if inode.rewrites != rewrites_then {
-            // The content the sync was asked for has been replaced; the device may as well have
-            // written the newer pages, and the older ones can no longer be asked for.
-            inode.persist_all()
-        } else {
-            // Since the sync started only appends happened: the content then is a prefix.
-            assert!(
-                len_then <= inode.cached.len(),
-                "content shrank without a rewrite"
-            );
-            if !inode.tail_is_appends && inode.patches.is_some() {
-                // Positional writes: copy what they changed (and anything appended since, which
-                // the device may as well have written).
-                inode.persist_all()
-            } else if !inode.tail_is_appends {
-                inode.durable = inode.cached[..len_then].to_vec();
-                len_then
-            } else if len_then > inode.durable.len() {
-                let from = inode.durable.len();
-                inode
-                    .durable
-                    .extend_from_slice(&inode.cached[from..len_then]);
-                len_then - from
-            } else {
-                // A later sync already got further.
-                0
-            }
-        };
-        inode.tail_is_appends = true;
-        // What still differs is a tail of appends past the durable length.
-        inode.patches = Some(Vec::new());
-        if inode.durable.len() == inode.cached.len() {
-            inode.unsynced_append_seq = None;
-        }
+        let synced = inode.commit(snapshot);
         self.stats.bytes_synced += synced as u64;
     }
 
@@ -612,10 +772,10 @@ impl State {
         let (&id, inode) = self
             .inodes
             .iter()
-            .filter(|(_, inode)| inode.unsynced_append_seq.is_some())
-            .max_by_key(|(_, inode)| inode.unsynced_append_seq)?;
+            .filter(|(_, inode)| inode.unsynced_append.is_some())
+            .max_by_key(|(_, inode)| inode.unsynced_append.map(|(seq, _)| seq))?;
         let survives = self.dir_durable.values().any(|&i| i == id);
-        if !survives || !inode.tail_is_appends {
+        if !survives || !inode.tail_is_appends() {
             return None;
         }
         let tail = inode.cached.len() - inode.durable.len();
@@ -663,23 +823,41 @@ impl State {
             assert!(*id < self.next_inode, "inode {id} from the future");
         }
         for (id, inode) in &self.inodes {
-            if inode.tail_is_appends {
+            if inode.tail_is_appends() && inode.unsynced_append.is_some() {
                 assert!(
-                    inode.cached.len() >= inode.durable.len(),
-                    "inode {id}: durable longer"
+                    inode.cached.len() > inode.durable.len(),
+                    "inode {id}: empty tail"
                 );
-                if inode.unsynced_append_seq.is_some() {
-                    assert!(
-                        inode.cached.len() > inode.durable.len(),
-                        "inode {id}: empty tail"
-                    );
-                }
             }
-            if let Some(seq) = inode.unsynced_append_seq {
+            if let Some((seq, version)) = inode.unsynced_append {
                 assert!(
                     seq < self.next_append_seq,
                     "inode {id}: append from the future"
                 );
+                assert!(
+                    inode.durable_version < version && version <= inode.version,
+                    "inode {id}: the unsynced append is covered"
+                );
+            }
+            assert!(
+                inode.durable_version <= inode.version,
+                "inode {id}: durable content from the future"
+            );
+            assert!(
+                inode.durable.len() <= inode.high_water && inode.cached.len() <= inode.high_water,
+                "inode {id}: content beyond its high water mark"
+            );
+            let mut end = 0;
+            for (&s, &(e, v)) in &inode.dirty {
+                assert!(
+                    end <= s && s < e,
+                    "inode {id}: dirty ranges overlap or are empty"
+                );
+                assert!(
+                    inode.durable_version < v && v <= inode.version,
+                    "inode {id}: dirty range of a durable or future version"
+                );
+                end = e;
             }
         }
         assert!(
@@ -697,6 +875,13 @@ impl Disk for SimDisk {
         Ok(st.inodes[id].cached.clone())
     }
 
+    async fn len(&self, name: &str) -> io::Result<u64> {
+        check_name(name)?;
+        let st = self.lock();
+        let id = st.dir_cached.get(name).ok_or_else(|| not_found(name))?;
+        Ok(st.inodes[id].cached.len() as u64)
+    }
+
     async fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let epoch = self.page_cache_op(&[name]).await?;
         let mut st = self.lock();
@@ -708,14 +893,10 @@ impl Disk for SimDisk {
         st.check_space(name, (size_before + data.len()) as u64)?;
         let seq = st.next_append_seq;
         st.next_append_seq += 1;
-        let id = match st.dir_cached.get(name) {
-            Some(&id) => id,
-            None => st.create(name, Vec::new(), true),
-        };
-        let inode = st.inodes.get_mut(&id).expect("a named inode exists");
-        inode.cached.extend_from_slice(data);
+        let inode = st.open_or_create(name);
+        inode.append(data);
         if !data.is_empty() {
-            inode.unsynced_append_seq = Some(seq);
+            inode.unsynced_append = Some((seq, inode.version));
         }
         assert_eq!(
             inode.cached.len(),
@@ -732,55 +913,52 @@ impl Disk for SimDisk {
         let mut st = self.lock();
         st.check_epoch(epoch)?;
         st.check_space(name, data.len() as u64)?;
-        match st.dir_cached.get(name) {
-            Some(&id) => {
-                let inode = st.inodes.get_mut(&id).expect("a named inode exists");
-                inode.cached = data.to_vec();
-                inode.tail_is_appends = false;
-                inode.rewrites += 1;
-                inode.unsynced_append_seq = None;
-                inode.patches = None;
-            }
-            None => {
-                st.create(name, data.to_vec(), false);
-            }
-        }
+        let inode = st.open_or_create(name);
+        inode.replace(data);
+        inode.unsynced_append = None;
         st.stats.bytes_written += data.len() as u64;
         st.check_invariants_cheap();
         Ok(())
     }
 
     async fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_name(name)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= isize::MAX as u64)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!(
+                        "write of {} bytes at offset {offset} of {name} is beyond the simulated disk",
+                        data.len()
+                    ),
+                )
+            })?;
         let epoch = self.page_cache_op(&[name]).await?;
         let mut st = self.lock();
         st.check_epoch(epoch)?;
-        let offset = usize::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
-        let end = offset + data.len();
         let size_before = st
             .dir_cached
             .get(name)
-            .map_or(0, |id| st.inodes[id].cached.len());
-        st.check_space(name, size_before.max(end) as u64)?;
-        let id = match st.dir_cached.get(name) {
-            Some(&id) => id,
-            None => st.create(name, Vec::new(), true),
+            .map_or(0, |id| st.inodes[id].cached.len() as u64);
+        let size_after = if data.is_empty() {
+            size_before
+        } else {
+            size_before.max(end)
         };
-        let inode = st.inodes.get_mut(&id).expect("a named inode exists");
-        if inode.cached.len() < end {
-            inode.cached.resize(end, 0);
+        st.check_space(name, size_after)?;
+        let inode = st.open_or_create(name);
+        inode.write_at(offset as usize, data);
+        if !data.is_empty() {
+            // Like a `write`: the unsynced part is no longer appends only.
+            inode.unsynced_append = None;
         }
-        inode.cached[offset..end].copy_from_slice(data);
-        inode.tail_is_appends = false;
-        inode.rewrites += 1;
-        inode.unsynced_append_seq = None;
-        if let Some(patches) = inode.patches.as_mut() {
-            if patches.len() < PATCHES_MAX {
-                patches.push((offset, end));
-            } else {
-                inode.patches = None;
-            }
-        }
+        assert_eq!(
+            inode.cached.len() as u64,
+            size_after,
+            "write_at grows to its end"
+        );
         st.stats.bytes_written += data.len() as u64;
         st.check_invariants_cheap();
         Ok(())
@@ -788,20 +966,16 @@ impl Disk for SimDisk {
 
     async fn sync_file(&self, name: &str) -> io::Result<()> {
         check_name(name)?;
-        let (epoch, id, rewrites_then, len_then, fault, latency) = {
+        let (epoch, id, snapshot, fault, latency) = {
             let mut st = self.lock();
             let id = *st.dir_cached.get(name).ok_or_else(|| not_found(name))?;
-            let inode = &st.inodes[&id];
-            let (rewrites, len) = (inode.rewrites, inode.cached.len());
             let fault = st.sync_faults.pop_front();
-            (
-                st.epoch,
-                id,
-                rewrites,
-                len,
-                fault,
-                st.config.sync_latency.draw(),
-            )
+            // Taken now: the sync persists the content as it is when it starts.
+            let snapshot = match fault {
+                None => Some(st.inodes[&id].snapshot()),
+                Some(_) => None,
+            };
+            (st.epoch, id, snapshot, fault, st.config.sync_latency.draw())
         };
         self.sync_delay(latency).await;
         let mut st = self.lock();
@@ -813,7 +987,7 @@ impl Disk for SimDisk {
                 format!("simulated fsync failure on {name}"),
             ));
         }
-        st.commit_file(id, rewrites_then, len_then);
+        st.commit_file(id, snapshot.expect("a sync without a fault has a snapshot"));
         st.stats.syncs += 1;
         st.check_invariants_cheap();
         Ok(())
@@ -918,6 +1092,19 @@ fn not_found(name: &str) -> io::Error {
 
 fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Sorts `spans` and merges those that overlap or touch.
+fn merge_spans(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    spans.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]

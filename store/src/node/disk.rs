@@ -21,15 +21,23 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// Creates or truncates `name` and writes `data` into it. Not durable until synced.
     fn write(&self, name: &str, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// pwrite: writes `data` at byte `offset` of `name`, creating the file if needed; a gap
-    /// past the end reads as zeros. Not durable until synced; a crash before the sync loses the
-    /// whole write.
+    /// pwrite: writes `data` at byte `offset` of `name`, creating the file if needed, and
+    /// overwriting what was there; the file grows to `offset + data.len()` if that is past its
+    /// end, and a gap between the old end and `offset` reads as zeros. Empty `data` changes no
+    /// content. Not durable until synced; a sync that started before the call need not make it
+    /// durable. `FileTooLarge` if `offset + data.len()` is beyond what the disk can address.
     fn write_at(
         &self,
         name: &str,
         offset: u64,
         data: &[u8],
     ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The size of `name` in bytes as the node sees it (page cache included).
+    /// `NotFound` if there is no such file. The default reads the whole file.
+    fn len(&self, name: &str) -> impl Future<Output = io::Result<u64>> + Send {
+        async move { self.read(name).await.map(|content| content.len() as u64) }
+    }
 
     /// fsync: makes the content of `name` durable. Blocks while the disk is stalled.
     fn sync_file(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send;
