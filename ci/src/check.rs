@@ -291,6 +291,28 @@ pub fn check_history(
     verdict
 }
 
+/// Each member's db file, reopened from its disk alone, holds that member's state.
+fn db_files(output: &SimOutput) -> CheckerResult {
+    let wrong: Vec<String> = output
+        .db_checks
+        .iter()
+        .filter(|c| !c.agrees())
+        .map(|c| c.to_string())
+        .collect();
+    CheckerResult {
+        checker: "db files",
+        status: if wrong.is_empty() {
+            Status::Pass
+        } else {
+            Status::Violation(wrong.join("; "))
+        },
+        summary: format!(
+            "{} db files reopened alone and compared with their members",
+            output.db_checks.len()
+        ),
+    }
+}
+
 /// Judges a simulated run: the history's checkers plus the run's ground truth (replica
 /// convergence) and its liveness phase.
 pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions) -> RunVerdict {
@@ -318,8 +340,18 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         .filter(|(_, rev, hash)| Some((*rev, *hash)) != first)
         .map(|(m, rev, hash)| format!("n{m} at revision {rev} hash {hash:016x}"))
         .collect();
-    let summary = format!("{} members compared after healing", output.replicas.len());
-    let status = if diverged.is_empty() {
+    let summary = format!(
+        "{} members compared after healing; HashKV compared at one revision {} times",
+        output.replicas.len(),
+        output.hash_checks.len()
+    );
+    let first_divergence = output
+        .hash_checks
+        .iter()
+        .find(|c| !c.divergences.is_empty());
+    let status = if let Some(check) = first_divergence {
+        Status::Violation(format!("HashKV differs: {check}"))
+    } else if diverged.is_empty() {
         Status::Pass
     } else {
         let (rev, hash) = first.unwrap_or_default();
@@ -334,6 +366,7 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         status,
         summary,
     });
+    verdict.push(db_files(output));
     verdict.push(liveness_result(&output.liveness));
     verdict.footer.extend(crash_points(output));
     verdict

@@ -4,6 +4,7 @@ pub mod artifacts;
 pub mod check;
 pub mod etcd;
 pub mod history_file;
+pub mod profile;
 pub mod real;
 pub mod run;
 pub mod size;

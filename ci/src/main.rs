@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use faultline::artifacts::judge_after_writing;
 use faultline::check::{check_history, CheckOptions};
 use faultline::history_file::{self, HistoryFile};
+use faultline::profile::Profile;
 use faultline::real::{
     judge_real_run, remove_member_data, run_real, write_real_artifacts, RealError,
     NOT_DETERMINISTIC,
@@ -102,9 +103,13 @@ struct RunArgs {
     /// choices, not the same timing).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Cluster members: 1, 3, 5 or 7 (1 or 3 with --target etcd).
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
+    /// A named profile: the scenario knobs a class of etcd bugs needs (snapshot-churn,
+    /// lone-member, defrag, compaction; see README). Options given here win over it.
+    #[arg(long, value_parser = Profile::parse)]
+    profile: Option<Profile>,
+    /// Cluster members: 1, 3, 5 or 7 (1 or 3 with --target etcd) [default: 3].
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Length of the fault phase in simulated time, e.g. 10s, 1500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     duration: u64,
@@ -114,14 +119,15 @@ struct RunArgs {
     /// Faults: none, default, partitions, crashes or crash-points. crash-points arms the store's
     /// named crash points (`faultline failpoints` lists them) on random members, to crash or
     /// stall a member on a point's n-th hit; default and crashes arm one now and then too.
-    #[arg(long, default_value = "default", value_parser = FaultProfile::parse)]
-    faults: FaultProfile,
+    /// [default: default]
+    #[arg(long, value_parser = FaultProfile::parse)]
+    faults: Option<FaultProfile>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: u32,
-    /// Operations per second per client.
-    #[arg(long, default_value_t = 20)]
-    rate: u32,
+    /// Operations per second per client [default: 20].
+    #[arg(long)]
+    rate: Option<u32>,
     /// Keys in the pool.
     #[arg(long, default_value_t = 10)]
     keys: u32,
@@ -135,8 +141,21 @@ struct RunArgs {
     #[arg(long, value_parser = OpMix::parse)]
     mix: Option<OpMix>,
     /// How often the compaction client compacts (0 turns it off).
-    #[arg(long, default_value = "3s", value_parser = parse_duration_ms)]
-    compact_every: u64,
+    /// [default: 3s]
+    #[arg(long, value_parser = parse_duration_ms)]
+    compact_every: Option<u64>,
+    /// Revisions of writes after which a member's backend commits at once (etcd's
+    /// --backend-batch-limit, scaled) [default: 1000; simulation only].
+    #[arg(long)]
+    backend_batch_limit: Option<u64>,
+    /// Deletes per compaction batch, each its own commit (etcd's compaction batch limit,
+    /// scaled) [default: 100; simulation only].
+    #[arg(long)]
+    compaction_batch_limit: Option<usize>,
+    /// How often a maintenance client defragments a random member, e.g. 500ms (0: never)
+    /// [default: 0; simulation only].
+    #[arg(long, value_parser = parse_duration_ms)]
+    defrag_every: Option<u64>,
     /// Applied entries between snapshots [default: 1000; simulation only].
     #[arg(long)]
     snapshot_entries: Option<u64>,
@@ -247,6 +266,58 @@ fn sim_only_options(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The run the options describe: the defaults, then the profile, then what was given.
+fn run_config(args: &RunArgs, bugs: PlantedBugs) -> Result<RunConfig, String> {
+    let mut config = RunConfig {
+        target: args.target,
+        seed: args.seed,
+        duration_ms: args.duration,
+        bugs,
+        check_timeout_ms: args.check_timeout,
+        check_memory_bytes: args.check_memory,
+        ..RunConfig::default()
+    };
+    config.workload.kind = args.workload;
+    config.workload.clients = args.clients;
+    config.workload.keys = args.keys;
+    if let Some(profile) = &args.profile {
+        profile.apply(&mut config)?;
+        config.profile = Some(profile.name.to_string());
+    }
+    if let Some(nodes) = args.nodes {
+        config.nodes = nodes;
+    }
+    if let Some(faults) = args.faults {
+        config.faults = faults;
+    }
+    if let Some(rate) = args.rate {
+        config.workload.rate_per_client = rate;
+    }
+    if let Some(every) = args.compact_every {
+        config.workload.compact_every_ms = every;
+    }
+    if let Some(mix) = &args.mix {
+        config.workload.mix = mix.clone();
+    }
+    if let Some(entries) = args.snapshot_entries {
+        config.snapshot_entries = entries;
+    }
+    if let Some(limit) = args.backend_batch_limit {
+        config.backend.batch_limit = limit;
+    }
+    if let Some(limit) = args.compaction_batch_limit {
+        config.backend.compaction_batch_limit = limit;
+    }
+    if let Some(every) = args.defrag_every {
+        config.backend.defrag_every_ms = every;
+    }
+    config.workload.watchers = match args.target {
+        RunTarget::Sim => args.watchers.unwrap_or(WorkloadConfig::default().watchers),
+        RunTarget::Etcd => 0,
+    };
+    Ok(config)
+}
+
 fn run(args: RunArgs) -> ExitCode {
     if args.target == RunTarget::Etcd {
         if let Err(e) = sim_only_options(&args) {
@@ -261,32 +332,12 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let config = RunConfig {
-        target: args.target,
-        seed: args.seed,
-        nodes: args.nodes,
-        duration_ms: args.duration,
-        workload: WorkloadConfig {
-            kind: args.workload,
-            clients: args.clients,
-            rate_per_client: args.rate,
-            keys: args.keys,
-            watchers: match args.target {
-                RunTarget::Sim => args.watchers.unwrap_or(WorkloadConfig::default().watchers),
-                RunTarget::Etcd => 0,
-            },
-            mix: args.mix.unwrap_or_default(),
-            compact_every_ms: args.compact_every,
-            ..WorkloadConfig::default()
-        },
-        snapshot_entries: args
-            .snapshot_entries
-            .unwrap_or(RunConfig::default().snapshot_entries),
-        faults: args.faults,
-        bugs,
-        check_timeout_ms: args.check_timeout,
-        check_memory_bytes: args.check_memory,
-        ..RunConfig::default()
+    let config = match run_config(&args, bugs) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            return ExitCode::from(2);
+        }
     };
     if let Err(e) = config.validate() {
         eprintln!("faultline: {e}");

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 use faultline_checkers::history::History;
 use faultline_checkers::watch::{CommittedEvent, CommittedHistory, WatchHistory};
+use faultline_sim::convergence::{
+    db_check, db_check_input, hash_check, running_members, DbCheck, HashCheck,
+};
 use faultline_sim::{simulate, Cluster, ClusterConfig, FailpointArming};
 use faultline_store::node::protocol::NodeId;
 use faultline_store::node::time::now;
@@ -31,6 +34,8 @@ use faultline_workloads::{
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::ArtifactWriter;
+use crate::profile::BackendKnobs;
+use faultline_workloads::maintenance::defragmenter;
 
 /// What a run drives its traffic and faults against.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +88,13 @@ pub struct RunConfig {
     pub check_memory_bytes: u64,
     /// Applied entries between a member's snapshots (the log keeps half as many behind one).
     pub snapshot_entries: u64,
+    /// The backend's batch limits and the defragment schedule. Absent in configs saved before
+    /// the backend had a db file: those had the defaults.
+    #[serde(default)]
+    pub backend: BackendKnobs,
+    /// The named profile the run started from, if any (see `crate::profile`).
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -99,6 +111,8 @@ impl Default for RunConfig {
             check_timeout_ms: 60_000,
             check_memory_bytes: default_check_memory_bytes(),
             snapshot_entries: 1_000,
+            backend: BackendKnobs::default(),
+            profile: None,
         }
     }
 }
@@ -169,6 +183,33 @@ impl RunConfig {
                 self.workload.keys
             ));
         }
+        if self.backend.batch_limit == 0 || self.backend.batch_limit > 1_000_000 {
+            return Err(format!(
+                "--backend-batch-limit must be 1 to 1000000 revisions (got {})",
+                self.backend.batch_limit
+            ));
+        }
+        if self.backend.compaction_batch_limit == 0
+            || self.backend.compaction_batch_limit > 1_000_000
+        {
+            return Err(format!(
+                "--compaction-batch-limit must be 1 to 1000000 deletes (got {})",
+                self.backend.compaction_batch_limit
+            ));
+        }
+        if self.backend.defrag_every_ms != 0 && self.backend.defrag_every_ms < 50 {
+            return Err(format!(
+                "--defrag-every must be 0 (never) or at least 50ms (got {}ms)",
+                self.backend.defrag_every_ms
+            ));
+        }
+        if self.target == RunTarget::Etcd && self.backend != BackendKnobs::default() {
+            return Err(
+                "the backend knobs set the reference store's backend; etcd has its own flags \
+                 (--target etcd)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -198,8 +239,12 @@ impl RunConfig {
             RunTarget::Sim => String::new(),
             RunTarget::Etcd => " --target etcd".to_string(),
         };
+        let profile = self
+            .profile
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --profile {p}"));
         let mut cmd = format!(
-            "faultline run{target} --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
+            "faultline run{target}{profile} --seed {} --nodes {} --duration {}ms --workload {} --faults {} --clients {} --rate {} --keys {}",
             self.seed,
             self.nodes,
             self.duration_ms,
@@ -226,6 +271,25 @@ impl RunConfig {
             && self.target == RunTarget::Sim
         {
             cmd.push_str(&format!(" --watchers {}", self.workload.watchers));
+        }
+        let backend = BackendKnobs::default();
+        if self.backend.batch_limit != backend.batch_limit {
+            cmd.push_str(&format!(
+                " --backend-batch-limit {}",
+                self.backend.batch_limit
+            ));
+        }
+        if self.backend.compaction_batch_limit != backend.compaction_batch_limit {
+            cmd.push_str(&format!(
+                " --compaction-batch-limit {}",
+                self.backend.compaction_batch_limit
+            ));
+        }
+        if self.backend.defrag_every_ms != backend.defrag_every_ms {
+            cmd.push_str(&format!(
+                " --defrag-every {}ms",
+                self.backend.defrag_every_ms
+            ));
         }
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
@@ -267,6 +331,10 @@ pub struct SimOutput {
     pub failpoint_armings: Vec<FailpointArming>,
     /// Times each crash point was reached over the run, per member (armed or not).
     pub failpoint_reaches: BTreeMap<NodeId, BTreeMap<String, u64>>,
+    /// HashKV comparisons at one revision, during the run and after healing.
+    pub hash_checks: Vec<HashCheck>,
+    /// Each member's db file reopened alone at the end.
+    pub db_checks: Vec<DbCheck>,
 }
 
 /// Runs the simulation of `config` (no checking). A schedule the cluster cannot carry out and a
@@ -296,6 +364,8 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
     cluster_config.node.store.bugs = config.bugs.clone();
     cluster_config.node.snapshot_entries = config.snapshot_entries;
     cluster_config.node.catchup_entries = config.snapshot_entries / 2;
+    cluster_config.node.backend_batch_limit = config.backend.batch_limit;
+    cluster_config.node.compaction_batch_limit = config.backend.compaction_batch_limit;
     let mut cluster = Cluster::start(cluster_config);
     let start = now();
     let recorder = Recorder::new(Clock::Simulated(start));
@@ -382,14 +452,34 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
             }),
         );
     }
-    // The fault phase: apply the schedule on time, watching leadership.
+    if config.backend.defrag_every_ms > 0 {
+        let (members, every, seed) = (members.clone(), config.backend.defrag_every_ms, config.seed);
+        let clock = recorder.clock();
+        let client_config = cluster.client_config();
+        let id = client_id + 100;
+        workers.push(
+            cluster.spawn_client(client_config, move |client| async move {
+                defragmenter(client, members, every, id, seed, clock, traffic_until).await;
+            }),
+        );
+    }
+    // The fault phase: apply the schedule on time, watching leadership. Before each fault that
+    // follows a calm second, every running member's HashKV is compared at one revision (after a
+    // restart, that is once the member had time to catch up).
     let mut next = 0;
     let mut leader_changes = 0u64;
     let mut last_leader = None;
+    let mut hash_checks = Vec::new();
+    let mut last_change = now();
     while now() < until {
         let elapsed_ms = now().duration_since(start).as_millis() as u64;
         while next < schedule.faults.len() && schedule.faults[next].at_ms <= elapsed_ms {
+            if now().duration_since(last_change) >= Duration::from_secs(1) {
+                let when = format!("before fault {} at {}ms", next + 1, elapsed_ms);
+                hash_checks.extend(compare_hashes(&mut cluster, when).await);
+            }
             cluster.apply(&schedule.faults[next].fault);
+            last_change = now();
             next += 1;
         }
         let leader = cluster.leader().map(|l| (l, cluster.probe(l).term));
@@ -441,6 +531,18 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
             (*m, p.revision, p.hash)
         })
         .collect();
+    hash_checks.extend(compare_hashes(&mut cluster, "after healing".into()).await);
+    // Every batch commit has had time to land: each db file must hold its member's state.
+    madsim::time::sleep(Duration::from_millis(500)).await;
+    let mut db_checks = Vec::new();
+    for member in &members {
+        let input = db_check_input(&cluster, *member);
+        db_checks.push(
+            cluster
+                .with_client(move |client| async move { db_check(&client, input).await })
+                .await,
+        );
+    }
     let history = History {
         operations: recorder.operations(),
         meta: config.history_meta(),
@@ -500,7 +602,17 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
                 (node, reached)
             })
             .collect(),
+        hash_checks,
+        db_checks,
     }
+}
+
+/// One HashKV comparison of the running members (see `faultline_sim::convergence`).
+async fn compare_hashes(cluster: &mut Cluster, when: String) -> Option<HashCheck> {
+    let running = running_members(cluster);
+    cluster
+        .with_client(move |client| async move { hash_check(&client, &running, &when).await })
+        .await
 }
 
 /// Writes what a simulated run produced (the history, the schedule, the watch streams, the

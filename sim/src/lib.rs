@@ -5,6 +5,7 @@
 //! clock, spawns OS threads inside a simulation, or iterates an unordered collection.
 
 pub mod cluster;
+pub mod convergence;
 pub mod disk;
 pub mod fault;
 

@@ -23,6 +23,27 @@ pub struct PlantedBugs {
     /// `watch-duplicate-event` (etcd 17247): a watcher catching up resends the last revision of
     /// a batch at the start of the next one.
     pub watch_duplicate_event: bool,
+    /// `consistent-index-not-atomic` (etcd 13766): the consistent index a backend commit saves is
+    /// the last index of the batch of entries being applied, not the last one applied, so a
+    /// commit in the middle of a batch saves an index whose entries are not all in the db; after
+    /// a crash they are never applied again.
+    pub consistent_index_not_atomic: bool,
+    /// `apply-before-wal-sync` (etcd 14370): a single-member cluster applies and acknowledges new
+    /// entries before they are written and synced to its WAL.
+    pub apply_before_wal_sync: bool,
+    /// `defrag-drops-consistent-index` (etcd 14685): the commit that starts a defragment leaves
+    /// out the pre-commit hook, so the db holds applied data with an older consistent index and
+    /// a crash makes the restart apply those entries again.
+    pub defrag_drops_consistent_index: bool,
+    /// `compaction-revision-backwards` (etcd 17780): batched compaction deletes the tombstones
+    /// at the compact revision from the db, and a restart takes the revision from the records
+    /// and the finished compaction only, so a crash before the finished mark moves the
+    /// member's revision backwards.
+    pub compaction_revision_backwards: bool,
+    /// `resumed-compaction-drops-delete` (etcd 19179): a compaction resumed after a restart
+    /// drops the tombstones at its compact revision, so a watch from that revision on that
+    /// member misses the delete there.
+    pub resumed_compaction_drops_delete: bool,
 }
 
 impl PlantedBugs {
@@ -33,6 +54,11 @@ impl PlantedBugs {
         "watch-compact-revision",
         "watch-progress-overtakes",
         "watch-duplicate-event",
+        "consistent-index-not-atomic",
+        "apply-before-wal-sync",
+        "defrag-drops-consistent-index",
+        "compaction-revision-backwards",
+        "resumed-compaction-drops-delete",
     ];
 
     fn switch(&mut self, name: &str) -> Option<&mut bool> {
@@ -42,6 +68,11 @@ impl PlantedBugs {
             "watch-compact-revision" => &mut self.watch_compact_revision,
             "watch-progress-overtakes" => &mut self.watch_progress_overtakes,
             "watch-duplicate-event" => &mut self.watch_duplicate_event,
+            "consistent-index-not-atomic" => &mut self.consistent_index_not_atomic,
+            "apply-before-wal-sync" => &mut self.apply_before_wal_sync,
+            "defrag-drops-consistent-index" => &mut self.defrag_drops_consistent_index,
+            "compaction-revision-backwards" => &mut self.compaction_revision_backwards,
+            "resumed-compaction-drops-delete" => &mut self.resumed_compaction_drops_delete,
             _ => return None,
         })
     }

@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod lease;
 pub mod mvcc;
+pub mod persist;
 pub mod store;
 pub mod watch;
 

@@ -353,7 +353,7 @@ impl Mvcc {
     /// Compacts at `at`, returning the number of records removed. With
     /// `drop_tombstones_at_compact` (the planted etcd 18089 bug) the tombstones at exactly `at`
     /// go too, so a watch started at `at` misses those deletes.
-    pub fn compact(&mut self, at: i64, drop_tombstones_at_compact: bool) -> usize {
+    pub fn compact(&mut self, at: i64, drop_tombstones_at_compact: bool) -> Vec<Revision> {
         assert!(at > self.compact_revision && at <= self.current_revision);
         let mut keep = BTreeSet::new();
         self.index.retain(|_, ki| ki.compact(at, &mut keep));
@@ -377,7 +377,21 @@ impl Mvcc {
         }
         self.compact_revision = at;
         self.hash_latest = self.hash_from_scratch(self.current_revision);
-        doomed.len()
+        doomed
+    }
+
+    /// The revisions of the tombstones at exactly revision `at`.
+    pub fn tombstones_at(&self, at: i64) -> Vec<Revision> {
+        self.records
+            .range(Revision::new(at, 0)..Revision::new(at + 1, 0))
+            .filter(|(_, record)| record.tombstone)
+            .map(|(rev, _)| *rev)
+            .collect()
+    }
+
+    /// The records of revisions above `after`, ascending.
+    pub fn records_after(&self, after: i64) -> impl Iterator<Item = (&Revision, &Record)> {
+        self.records.range(Revision::new(after + 1, 0)..)
     }
 
     /// The events of revisions `from..=to` whose key is in `(start, end)`, in revision order.

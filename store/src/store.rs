@@ -21,6 +21,7 @@ use crate::bugs::PlantedBugs;
 use crate::error::EtcdError;
 use crate::lease::{Lease, LeaseTable, LEASE_TTL_MAX_SECS};
 use crate::mvcc::{Mvcc, Record, Revision};
+use crate::persist::Flushed;
 use crate::watch::{StreamId, WatchConfig, WatchHub, WatchStats};
 
 /// etcd's DefaultMaxRequestBytes: 1.5 MiB.
@@ -68,12 +69,14 @@ impl Default for StoreConfig {
 /// The replicated state plus this member's local views (lease expiry, watchers).
 #[derive(Debug, Clone)]
 pub struct Store {
-    config: StoreConfig,
-    mvcc: Mvcc,
-    leases: LeaseTable,
-    alarms: BTreeSet<AlarmMember>,
-    consistent_index: u64,
-    hub: WatchHub,
+    pub(crate) config: StoreConfig,
+    pub(crate) mvcc: Mvcc,
+    pub(crate) leases: LeaseTable,
+    pub(crate) alarms: BTreeSet<AlarmMember>,
+    pub(crate) consistent_index: u64,
+    pub(crate) hub: WatchHub,
+    /// What the backend's db file already holds, to tell the next commit what changed.
+    pub(crate) flushed: Flushed,
 }
 
 /// A write in progress: the revision it writes and the sub-revision of its next change.
@@ -312,6 +315,7 @@ impl Store {
             alarms: BTreeSet::new(),
             consistent_index: 0,
             hub,
+            flushed: Flushed::default(),
         }
     }
 
@@ -369,7 +373,7 @@ impl Store {
             return Err(EtcdError::Corrupt);
         }
         let cost = quota_cost(req);
-        if cost > 0 && self.mvcc.backend().size_bytes() + cost >= self.config.quota_bytes {
+        if cost > 0 && self.db_size_bytes().0 + cost >= self.config.quota_bytes {
             return Err(EtcdError::NoSpace);
         }
         Ok(())
@@ -721,8 +725,10 @@ impl Store {
         if c.revision > self.current_revision() {
             return Err(EtcdError::FutureRevision);
         }
-        self.mvcc
+        let removed = self
+            .mvcc
             .compact(c.revision, self.config.bugs.watch_compact_revision);
+        self.schedule_db_compaction(c.revision, removed);
         Ok(CompactionResponse {
             header: header(self.current_revision()),
         })
@@ -870,12 +876,12 @@ impl Store {
     // ----- maintenance -----
 
     pub fn status(&self) -> StatusResponse {
-        let backend = self.mvcc.backend();
+        let (db_size, db_size_in_use) = self.db_size_bytes();
         StatusResponse {
             header: header(self.current_revision()),
             raft_applied_index: self.consistent_index,
-            db_size: backend.size_bytes() as i64,
-            db_size_in_use: backend.size_in_use_bytes() as i64,
+            db_size: db_size as i64,
+            db_size_in_use: db_size_in_use as i64,
             compact_revision: self.compact_revision(),
             errors: self
                 .alarms
@@ -1029,6 +1035,7 @@ impl Store {
             alarms: image.alarms.into_iter().collect(),
             consistent_index: image.consistent_index,
             hub,
+            flushed: Flushed::default(),
         };
         store.check_invariants();
         Ok(store)

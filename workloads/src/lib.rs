@@ -5,6 +5,7 @@
 //! `faultline-checkers`. Every choice a
 //! workload or the nemesis makes is drawn from a ChaCha generator seeded from the run's seed.
 
+pub mod maintenance;
 pub mod nemesis;
 pub mod record;
 pub mod target;

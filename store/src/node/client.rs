@@ -226,6 +226,11 @@ impl Client {
                 }
                 Attempt::Reply(Err(ServerError::Timeout)) | Attempt::Lost => {
                     if is_write {
+                        // The next request tries another member, as etcd's balancer moves off
+                        // an endpoint that stopped answering.
+                        self.inner
+                            .preferred
+                            .store((index + 1) % members, Ordering::SeqCst);
                         return Outcome::Unknown(format!("no outcome from member {member}"));
                     }
                     maybe_sent = true;

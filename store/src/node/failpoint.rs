@@ -299,7 +299,9 @@ mod tests {
     #[test]
     fn an_unknown_point_cannot_be_armed() {
         let points = Failpoints::new();
-        let err = points.arm("raftBeforeSav", 1, FailAction::Crash).unwrap_err();
+        let err = points
+            .arm("raftBeforeSav", 1, FailAction::Crash)
+            .unwrap_err();
         assert!(err.to_string().contains("raftBeforeSav"));
     }
 

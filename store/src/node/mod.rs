@@ -4,6 +4,7 @@
 //! Unlike the core, this layer does IO: it runs inside madsim, whose network, clock and
 //! scheduler it uses. The core modules never import anything from here.
 
+pub mod backend;
 pub mod client;
 pub mod disk;
 pub mod failpoint;

@@ -25,15 +25,17 @@ use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::backend::Backend;
 use super::disk::Disk;
 use super::failpoint::Failpoints;
 use super::log_store::LogStore;
 use super::protocol::*;
 use super::wal::Wal;
 use crate::api::*;
+use crate::db::WriteSet;
 use crate::error::EtcdError;
 use crate::mvcc::Fnv;
-use crate::store::{Store, StoreConfig, StoreImage};
+use crate::store::{Store, StoreConfig};
 
 /// A member's settings. Defaults follow etcd's (100 ms heartbeat, 1 s election timeout), with the
 /// snapshot interval scaled down from etcd's 100,000 entries so that simulations exercise
@@ -60,6 +62,14 @@ pub struct NodeConfig {
     pub watch_progress_ms: u64,
     /// Requests a member holds in flight before refusing more.
     pub pending_max: usize,
+    /// Interval of the backend's batch commits (etcd's `--backend-batch-interval`: 100 ms).
+    pub backend_batch_interval_ms: u64,
+    /// Revisions of writes after which the backend commits at once (etcd's
+    /// `--backend-batch-limit`: 10,000; scaled down).
+    pub backend_batch_limit: u64,
+    /// Deletes per compaction batch (etcd's `--experimental-compaction-batch-limit`: 1,000;
+    /// scaled down).
+    pub compaction_batch_limit: usize,
     pub store: StoreConfig,
 }
 
@@ -77,6 +87,9 @@ impl NodeConfig {
             watch_sync_ms: 100,
             watch_progress_ms: 5_000,
             pending_max: 10_000,
+            backend_batch_interval_ms: 100,
+            backend_batch_limit: 1_000,
+            compaction_batch_limit: 100,
             store: StoreConfig::default(),
         }
     }
@@ -269,6 +282,7 @@ enum Input {
     Tick,
     WatchSync,
     WatchProgress,
+    BackendCommit,
 }
 
 struct PendingWrite {
@@ -322,8 +336,11 @@ pub async fn run_node<D: Disk>(config: NodeConfig, env: NodeEnv<D>) -> std::io::
     spawn_timer(tx.clone(), node.config.watch_sync_ms, None, || {
         Input::WatchSync
     });
-    spawn_timer(tx, node.config.watch_progress_ms, None, || {
+    spawn_timer(tx.clone(), node.config.watch_progress_ms, None, || {
         Input::WatchProgress
+    });
+    spawn_timer(tx, node.config.backend_batch_interval_ms, None, || {
+        Input::BackendCommit
     });
     loop {
         let Some(event) = rx.recv().await else {
@@ -391,6 +408,10 @@ struct Node<D: Disk> {
     raw: RawNode<LogStore>,
     store: Store,
     wal: Wal<D>,
+    backend: Backend<D>,
+    /// The last index of the batch of committed entries being applied (see the planted bug
+    /// `consistent-index-not-atomic`).
+    applying_to: u64,
     next_seq: u64,
     pending_writes: BTreeMap<u64, PendingWrite>,
     pending_reads: BTreeMap<u64, PendingRead>,
@@ -430,27 +451,39 @@ impl<D: Disk> Node<D> {
         endpoint: Arc<Endpoint>,
     ) -> std::io::Result<Self> {
         let wal = Wal::new(env.disk.clone());
-        let recovered = wal.recover().await?;
-        let store = match &recovered.snapshot {
-            Some(snapshot) => {
-                let image: StoreImage = bincode::deserialize(&snapshot.data).map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("snapshot image: {e}"),
-                    )
-                })?;
-                Store::restore(config.store.clone(), image)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            }
-            None => Store::new(config.store.clone()),
-        };
+        let mut recovered = wal.recover().await?;
         let last_snapshot_index = recovered
             .snapshot
             .as_ref()
             .map_or(0, |s| s.get_metadata().index);
+        let backend = Backend::open(
+            env.disk.clone(),
+            env.failpoints.clone(),
+            last_snapshot_index,
+        )
+        .await?;
+        let store = Store::from_db(config.store.clone(), backend.db())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if store.consistent_index() < last_snapshot_index {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the db file is at index {}, older than the snapshot at {last_snapshot_index}",
+                    store.consistent_index()
+                ),
+            ));
+        }
+        if let Some(snapshot) = recovered.snapshot.as_mut() {
+            // A lagging follower is sent the db file as it is when the snapshot is sent.
+            snapshot.data = backend.file_bytes().await?.into();
+        }
         let mut hard_state = recovered.hard_state.clone();
         let last_index = recovered.prev_index + recovered.entries.len() as u64;
-        hard_state.commit = hard_state.commit.clamp(recovered.prev_index, last_index);
+        // Entries the db holds were committed: the commit index is at least that far.
+        hard_state.commit = hard_state
+            .commit
+            .max(store.consistent_index().min(last_index))
+            .clamp(recovered.prev_index, last_index);
         env.trace.record(format!(
             "n{} recover snapshot={} log={}..={} commit={} term={} applied={} torn_bytes={}",
             config.id,
@@ -462,6 +495,7 @@ impl<D: Disk> Node<D> {
             store.consistent_index(),
             recovered.truncated_bytes
         ));
+        let applied = store.consistent_index().min(hard_state.commit);
         let log = LogStore::recovered(
             config.peers.clone(),
             recovered.snapshot,
@@ -475,7 +509,7 @@ impl<D: Disk> Node<D> {
         raft_config.heartbeat_tick = config.heartbeat_tick;
         raft_config.pre_vote = true;
         raft_config.check_quorum = true;
-        raft_config.applied = store.consistent_index();
+        raft_config.applied = applied;
         raft_config.max_size_per_msg = 1 << 20;
         raft_config.max_inflight_msgs = 256;
         let raw = RawNode::new(&raft_config, log, &logger())
@@ -487,6 +521,8 @@ impl<D: Disk> Node<D> {
             raw,
             store,
             wal,
+            backend,
+            applying_to: 0,
             next_seq: 0,
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
@@ -556,7 +592,7 @@ impl<D: Disk> Node<D> {
                 // A message from a member not in the configuration is ignored, as raft-rs would.
                 let _ = self.raw.step(msg);
             }
-            Input::Client(envelope) => self.handle_client(envelope).await,
+            Input::Client(envelope) => self.handle_client(envelope).await?,
             Input::Tick => self.on_tick(),
             Input::WatchSync => {
                 self.store.watch_sync();
@@ -566,6 +602,7 @@ impl<D: Disk> Node<D> {
                 self.store.watch_progress_tick();
                 self.flush_watches();
             }
+            Input::BackendCommit => self.backend_tick().await?,
         }
         Ok(())
     }
@@ -649,7 +686,7 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    async fn handle_client(&mut self, envelope: ClientEnvelope) {
+    async fn handle_client(&mut self, envelope: ClientEnvelope) -> std::io::Result<()> {
         let ClientEnvelope {
             id,
             reply_to,
@@ -657,7 +694,7 @@ impl<D: Disk> Node<D> {
         } = envelope;
         if self.pending_writes.len() + self.pending_reads.len() >= self.config.pending_max {
             self.reply(reply_to, id, Err(ServerError::TooManyRequests));
-            return;
+            return Ok(());
         }
         let now_ms = self.now_ms();
         let leader = self.raw.raft.leader_id;
@@ -676,11 +713,11 @@ impl<D: Disk> Node<D> {
             ClientRequest::Kv(Request::Range(r)) => {
                 if let Err(e) = self.store.admit(&Request::Range(r.clone())) {
                     self.reply(reply_to, id, Err(ServerError::Etcd(e)));
-                    return;
+                    return Ok(());
                 }
                 if leader == raft::INVALID_ID {
                     self.reply(reply_to, id, Err(ServerError::NoLeader));
-                    return;
+                    return Ok(());
                 }
                 self.next_seq += 1;
                 let seq = self.next_seq;
@@ -758,10 +795,13 @@ impl<D: Disk> Node<D> {
                 self.reply(reply_to, id, result.map_err(ServerError::Etcd));
             }
             ClientRequest::Defragment => {
-                // The member serves nothing while it rewrites its backend: about 1 ms per MiB.
-                let bytes = self.store.status().db_size as u64;
+                // The member serves nothing while it rewrites its backend.
+                let hook = !self.store.config().bugs.defrag_drops_consistent_index;
+                let index = self.store.consistent_index();
+                let result = self.backend.defragment(&mut self.store, index, hook).await;
                 self.store.defragment();
-                madsim::time::sleep(Duration::from_millis(10 + (bytes >> 20))).await;
+                // A disk error stops the member; the client sees no answer.
+                result?;
                 self.reply(reply_to, id, Ok(ClientResponse::Defragment));
             }
             ClientRequest::WatchCreate { stream, request } => {
@@ -800,6 +840,7 @@ impl<D: Disk> Node<D> {
                 self.reply(reply_to, id, Ok(ClientResponse::WatchAck));
             }
         }
+        Ok(())
     }
 
     /// The member's id for a client's stream, opening the stream on first use.
@@ -866,15 +907,25 @@ impl<D: Disk> Node<D> {
         }
         // 3. Committed entries (already durable on a quorum) are applied.
         let committed = ready.take_committed_entries();
-        self.apply_entries(committed);
+        self.apply_entries(committed).await?;
         // 4-5. New entries and the hard state go to the WAL, then one fsync.
         let entries = ready.entries().to_vec();
         let hard_state = ready.hs().cloned();
+        if self.store.config().bugs.apply_before_wal_sync
+            && self.config.peers.len() == 1
+            && self.role == StateRole::Leader
+        {
+            // The planted bug 14370: a lone member applies (and answers) its new entries
+            // before they are in its WAL.
+            self.apply_entries(entries.clone()).await?;
+        }
         if !entries.is_empty() || hard_state.is_some() {
+            self.env.failpoints.reach("raftBeforeSave").await;
             self.wal.append(&entries, hard_state.as_ref()).await?;
             if ready.must_sync() || !entries.is_empty() {
                 self.wal.sync().await?;
             }
+            self.env.failpoints.reach("raftAfterSave").await;
             self.raw.mut_store().append(&entries);
             if let Some(hs) = hard_state {
                 self.raw.mut_store().set_hard_state(hs);
@@ -892,7 +943,7 @@ impl<D: Disk> Node<D> {
         }
         self.send_peer(light.take_messages());
         let committed = light.take_committed_entries();
-        self.apply_entries(committed);
+        self.apply_entries(committed).await?;
         self.raw.advance_apply();
         self.maybe_snapshot().await?;
         self.after_ready();
@@ -954,70 +1005,122 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>) {
+    /// Applies committed entries in order; the backend commits in between when the writes
+    /// buffered since its last commit reach the batch limit, and right after a Compact (its
+    /// scheduled revision is made durable at once, as etcd's ForceCommit does).
+    async fn apply_entries(&mut self, entries: Vec<Entry>) -> std::io::Result<()> {
         let now_ms = self.now_ms();
+        self.applying_to = entries.last().map_or(0, |e| e.index);
         for entry in entries {
-            if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
-                // The new leader's empty entry, or a conf change (the cluster's membership is
-                // fixed): nothing for the store, but the index is applied.
-                self.store.apply_noop(entry.index);
-                continue;
+            self.apply_entry(entry, now_ms).await;
+            if self.store.compaction_unscheduled() {
+                let index = self.store.consistent_index();
+                self.backend
+                    .schedule_compaction(&mut self.store, index)
+                    .await?;
+            } else if self.store.unflushed_revisions() >= self.config.backend_batch_limit {
+                let index = if self.store.config().bugs.consistent_index_not_atomic {
+                    self.applying_to.max(self.store.consistent_index())
+                } else {
+                    self.store.consistent_index()
+                };
+                self.backend
+                    .commit(&mut self.store, WriteSet::default(), index, true)
+                    .await?;
             }
-            let proposal: Proposal = match bincode::deserialize(&entry.data) {
-                Ok(p) => p,
-                Err(e) => panic!("entry {} does not decode: {e}", entry.index),
-            };
-            let revision_before = self.store.current_revision();
-            let Some(result) = self.store.apply(entry.index, &proposal.request, now_ms) else {
-                continue; // applied before the restart
-            };
-            let revision = self.store.current_revision();
-            if revision > revision_before {
-                let events = self.store.mvcc().events(revision, revision, b"\0", b"\0");
-                let events = events
-                    .into_iter()
-                    .map(|mut e| {
-                        e.prev_kv = self.store.mvcc().prev_kv_of(&e);
-                        e
-                    })
-                    .collect();
-                self.env.commits.record(revision, events);
-            }
-            if let (Request::Compact(c), Ok(_)) = (&proposal.request, &result) {
-                self.env.commits.record_compaction(entry.index, c.revision);
-            }
-            if let Request::LeaseRevoke(r) = &proposal.request {
-                self.revoking.remove(&r.id);
-            }
-            self.trace(format!(
-                "apply {} t{} rev={} {}",
-                entry.index,
-                entry.term,
-                self.store.current_revision(),
-                if result.is_ok() { "ok" } else { "err" }
-            ));
-            if proposal.origin == self.id() {
-                if let Some(p) = self.pending_writes.remove(&proposal.seq) {
-                    let result = result.map(ClientResponse::Kv).map_err(ServerError::Etcd);
-                    self.reply(p.reply_to, p.id, result);
-                }
+        }
+        Ok(())
+    }
+
+    /// A backend tick: the batch transaction commits what is buffered, with the next
+    /// compaction batch if one waits.
+    async fn backend_tick(&mut self) -> std::io::Result<()> {
+        let index = self.store.consistent_index();
+        if self.store.compaction_unscheduled() {
+            self.backend
+                .schedule_compaction(&mut self.store, index)
+                .await?;
+        }
+        if !self
+            .backend
+            .compaction_batch(&mut self.store, index, self.config.compaction_batch_limit)
+            .await?
+        {
+            self.backend
+                .commit(&mut self.store, WriteSet::default(), index, true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one committed entry and answers its client if it was proposed here.
+    async fn apply_entry(&mut self, entry: Entry, now_ms: u64) {
+        if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
+            // The new leader's empty entry, or a conf change (the cluster's membership is
+            // fixed): nothing for the store, but the index is applied.
+            self.store.apply_noop(entry.index);
+            return;
+        }
+        let proposal: Proposal = match bincode::deserialize(&entry.data) {
+            Ok(p) => p,
+            Err(e) => panic!("entry {} does not decode: {e}", entry.index),
+        };
+        if entry.index <= self.store.consistent_index() {
+            return; // applied before the restart (the db holds it)
+        }
+        let revision_before = self.store.current_revision();
+        self.env.failpoints.reach("beforeWritebackBuf").await;
+        let Some(result) = self.store.apply(entry.index, &proposal.request, now_ms) else {
+            return;
+        };
+        self.env.failpoints.reach("afterWritebackBuf").await;
+        let revision = self.store.current_revision();
+        if revision > revision_before {
+            let events = self.store.mvcc().events(revision, revision, b"\0", b"\0");
+            let events = events
+                .into_iter()
+                .map(|mut e| {
+                    e.prev_kv = self.store.mvcc().prev_kv_of(&e);
+                    e
+                })
+                .collect();
+            self.env.commits.record(revision, events);
+        }
+        if let (Request::Compact(c), Ok(_)) = (&proposal.request, &result) {
+            self.env.commits.record_compaction(entry.index, c.revision);
+        }
+        if let Request::LeaseRevoke(r) = &proposal.request {
+            self.revoking.remove(&r.id);
+        }
+        self.trace(format!(
+            "apply {} t{} rev={} {}",
+            entry.index,
+            entry.term,
+            self.store.current_revision(),
+            if result.is_ok() { "ok" } else { "err" }
+        ));
+        if proposal.origin == self.id() {
+            if let Some(p) = self.pending_writes.remove(&proposal.seq) {
+                let result = result.map(ClientResponse::Kv).map_err(ServerError::Etcd);
+                self.reply(p.reply_to, p.id, result);
             }
         }
     }
 
     /// Takes a snapshot every `snapshot_entries` applied entries and compacts the log behind it,
-    /// keeping `catchup_entries` for slow followers.
+    /// keeping `catchup_entries` for slow followers. The db is committed first, so it is never
+    /// older than the snapshot; the snapshot file keeps only the metadata, and the copy a lagging
+    /// follower is sent carries the db file.
     async fn maybe_snapshot(&mut self) -> std::io::Result<()> {
         let applied = self.store.consistent_index();
         if applied < self.last_snapshot_index + self.config.snapshot_entries {
             return Ok(());
         }
+        self.backend
+            .commit(&mut self.store, WriteSet::default(), applied, true)
+            .await?;
         let term = self.raw.raft.raft_log.term(applied).unwrap_or(0);
-        let image = self.store.image();
-        let mut snapshot = Snapshot {
-            data: bincode::serialize(&image).expect("images serialise").into(),
-            ..Default::default()
-        };
+        let mut snapshot = Snapshot::default();
         let meta = snapshot.mut_metadata();
         meta.index = applied;
         meta.term = term;
@@ -1026,6 +1129,7 @@ impl<D: Disk> Node<D> {
             ..Default::default()
         });
         self.wal.save_snapshot(&snapshot).await?;
+        snapshot.data = self.backend.file_bytes().await?.into();
         self.raw.mut_store().set_snapshot(snapshot);
         let compact_to = applied.saturating_sub(self.config.catchup_entries);
         self.raw.mut_store().compact_to(compact_to);
@@ -1036,25 +1140,34 @@ impl<D: Disk> Node<D> {
         self.wal
             .rewrite(prev_index, prev_term, &entries, &hs)
             .await?;
+        self.env.failpoints.reach("raftAfterWALRelease").await;
         self.last_snapshot_index = applied;
         self.snapshots_made += 1;
         self.trace(format!("snapshot at {applied} log from {}", prev_index + 1));
         Ok(())
     }
 
+    /// Installs a snapshot from the leader: its db file is written beside the db and synced,
+    /// its metadata saved to the WAL, the log replaced, then the db file swapped in and opened.
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> std::io::Result<()> {
         let index = snapshot.get_metadata().index;
-        let image: StoreImage = bincode::deserialize(&snapshot.data)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.wal.save_snapshot(&snapshot).await?;
+        let db = self.backend.receive_snapshot(&snapshot.data).await?;
+        self.env.failpoints.reach("raftBeforeSaveSnap").await;
+        let mut meta_only = Snapshot::default();
+        meta_only.set_metadata(snapshot.get_metadata().clone());
+        self.wal.save_snapshot(&meta_only).await?;
+        self.env.failpoints.reach("raftAfterSaveSnap").await;
         self.raw.mut_store().install_snapshot(snapshot);
         let log = self.raw.store();
         let hs = log.hard_state().clone();
         let (prev_index, prev_term) = log.prev();
         self.wal.rewrite(prev_index, prev_term, &[], &hs).await?;
+        self.env.failpoints.reach("raftBeforeApplySnap").await;
+        self.backend.swap_in_snapshot(db).await?;
         self.store
-            .install_image(image)
+            .install_db(self.backend.db())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.env.failpoints.reach("raftAfterApplySnap").await;
         self.last_snapshot_index = index;
         self.snapshots_installed += 1;
         self.trace(format!(
