@@ -324,16 +324,19 @@ impl WatchHub {
         }
         let stream_ids: Vec<StreamId> = self.streams.keys().copied().collect();
         for stream_id in stream_ids {
-            if self.streams[&stream_id].progress_pending && self.all_synced(stream_id) {
+            if self.streams[&stream_id].progress_pending && self.all_synced_at(stream_id, current) {
                 self.push_stream_progress(stream_id, current);
             }
         }
     }
 
-    fn all_synced(&self, stream_id: StreamId) -> bool {
+    /// Whether a progress notification at `current` may speak for every watcher of the stream:
+    /// each is synced and none already expects a revision past `current + 1` (a watch resumed
+    /// on a member that is behind, after a restart, must not be told the past is complete).
+    fn all_synced_at(&self, stream_id: StreamId, current: i64) -> bool {
         self.watchers
             .range((stream_id, i64::MIN)..=(stream_id, i64::MAX))
-            .all(|(_, w)| w.synced)
+            .all(|(_, w)| w.synced && w.next_revision <= current + 1)
     }
 
     fn push_stream_progress(&mut self, stream_id: StreamId, current: i64) {
@@ -352,7 +355,7 @@ impl WatchHub {
     pub fn request_progress(&mut self, stream_id: StreamId, current: i64) {
         // With the planted etcd 15220 bug the notification goes out at once, overtaking events
         // that unsynced watchers of the stream have not been sent yet.
-        if self.all_synced(stream_id) || self.bugs.watch_progress_overtakes {
+        if self.all_synced_at(stream_id, current) || self.bugs.watch_progress_overtakes {
             self.push_stream_progress(stream_id, current);
         } else {
             self.streams.entry(stream_id).or_default().progress_pending = true;
@@ -365,7 +368,7 @@ impl WatchHub {
         for ((stream_id, watch_id), w) in self.watchers.iter_mut() {
             let quiet = !w.sent_since_tick;
             w.sent_since_tick = false;
-            if !(w.progress_notify && w.synced && quiet) {
+            if !(w.progress_notify && w.synced && quiet && w.next_revision <= current + 1) {
                 continue;
             }
             let stream = self
