@@ -1032,8 +1032,7 @@ impl<D: Disk> Node<D> {
         Ok(())
     }
 
-    /// A backend tick: the batch transaction commits what is buffered, with the next
-    /// compaction batch if one waits.
+    /// A backend tick of the batch transaction.
     async fn backend_tick(&mut self) -> std::io::Result<()> {
         let index = self.store.consistent_index();
         if self.store.compaction_unscheduled() {
@@ -1041,11 +1040,17 @@ impl<D: Disk> Node<D> {
                 .schedule_compaction(&mut self.store, index)
                 .await?;
         }
-        if !self
+        // A compaction waiting runs all its batches back to back, each its own commit (etcd's
+        // compactor loop); otherwise the tick commits what is buffered.
+        let mut batches = 0;
+        while self
             .backend
             .compaction_batch(&mut self.store, index, self.config.compaction_batch_limit)
             .await?
         {
+            batches += 1;
+        }
+        if batches == 0 {
             self.backend
                 .commit(&mut self.store, WriteSet::default(), index, true)
                 .await?;
