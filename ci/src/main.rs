@@ -65,7 +65,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the reference store under traffic and faults from one seed, then checks the history.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Checks a recorded history file: a Faultline history (JSON Lines, format
     /// faultline-history version 1), a Jepsen etcd log or a porcupine kv log, told apart by
     /// their content.
@@ -205,7 +205,7 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Check {
             file,
             timeout,

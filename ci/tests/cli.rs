@@ -115,6 +115,15 @@ fn bad_options_and_bad_files_get_clear_errors() {
     let (code, _, stderr) = faultline(&["run", "--bug", "nope"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("known: stale-reads"), "{stderr}");
+    let (code, _, stderr) = faultline(&["run", "--profile", "nope"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("known: snapshot-churn"), "{stderr}");
+    let (code, _, stderr) = faultline(&["run", "--defrag-every", "10ms"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--defrag-every must be"), "{stderr}");
+    let (code, _, stderr) = faultline(&["run", "--compaction-batch-limit", "0"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--compaction-batch-limit must be"), "{stderr}");
     let file = std::env::temp_dir().join(format!("faultline-bad-{}.jsonl", std::process::id()));
     std::fs::write(
         &file,

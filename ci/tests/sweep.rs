@@ -61,6 +61,34 @@ fn a_sweep_of_kubernetes_traffic_with_crashes_and_partitions_finds_no_violation(
     }
 }
 
+#[test]
+fn a_sweep_of_every_crash_point_and_every_profile_of_the_correct_store_finds_no_violation() {
+    for seed in seeds(40) {
+        let mut config = config(seed, PlantedBugs::default());
+        config.faults = FaultProfile::CrashPoints;
+        let verdict = judge(&config);
+        assert!(
+            verdict.passed(),
+            "seed {seed} failed:\n{}\nreplay: cargo run --release -p faultline -- {}",
+            verdict.render(),
+            config.command().trim_start_matches("faultline ")
+        );
+    }
+    for profile in faultline::profile::PROFILES {
+        for seed in seeds(10) {
+            let config = profile.config(seed);
+            let verdict = judge(&config);
+            assert!(
+                verdict.passed(),
+                "seed {seed} of {} failed:\n{}\nreplay: cargo run --release -p faultline -- {}",
+                profile.name,
+                verdict.render(),
+                config.command().trim_start_matches("faultline ")
+            );
+        }
+    }
+}
+
 /// The planted stale-read bug (linearizable reads served from local state) must be found within
 /// this many seeds, with the linearizability checker naming it; the same seeds pass without it.
 const STALE_READ_SEEDS: u64 = 10;

@@ -34,9 +34,9 @@ fn config(seed: u64, bugs: PlantedBugs) -> RunConfig {
     }
 }
 
-/// Sweeps `max_seeds` seeds with `bug` on until the watch checker reports `property`; then runs
+/// Sweeps `max_seeds` seeds with `bug` on until the watch checker reports one of `properties`; then runs
 /// the same seeds with the bug off, which must pass. Returns the seed that found it.
-fn found_within(bug: &str, property: &str, max_seeds: u64) -> u64 {
+fn found_within(bug: &str, properties: &[&str], max_seeds: u64) -> u64 {
     let mut bugs = PlantedBugs::default();
     bugs.enable(bug).expect("a known bug");
     let mut found = None;
@@ -47,17 +47,20 @@ fn found_within(bug: &str, property: &str, max_seeds: u64) -> u64 {
             // The watch report lists each property on a line of its own: it must say FAIL.
             let named = report
                 .lines()
-                .any(|l| l.trim_start().starts_with(property) && l.contains("FAIL"));
+                .any(|l| {
+                    let l = l.trim_start();
+                    properties.iter().any(|p| l.starts_with(p)) && l.contains("FAIL")
+                });
             assert!(
                 named,
-                "seed {seed} with {bug} failed, but not on {property}:\n{report}"
+                "seed {seed} with {bug} failed, but not on {properties:?}:\n{report}"
             );
             found = Some(seed);
             break;
         }
     }
     let seed = found.unwrap_or_else(|| panic!("{bug} was not found within {max_seeds} seeds"));
-    println!("{bug}: found at seed {seed}, property {property}");
+    println!("{bug}: found at seed {seed}, properties {properties:?}");
     for clean in 1..=seed {
         let verdict = judge(&config(clean, PlantedBugs::default()));
         assert!(
@@ -71,22 +74,26 @@ fn found_within(bug: &str, property: &str, max_seeds: u64) -> u64 {
 
 #[test]
 fn watch_duplicate_event_etcd_17247_is_found_as_a_unique_violation() {
-    found_within("watch-duplicate-event", "unique", 20);
+    found_within("watch-duplicate-event", &["unique"], 20);
 }
 
 #[test]
 fn watch_progress_overtakes_events_etcd_15220_is_found_as_a_bookmarkable_violation() {
-    found_within("watch-progress-overtakes", "bookmarkable", 20);
+    found_within("watch-progress-overtakes", &["bookmarkable"], 20);
 }
 
 #[test]
-fn watch_compact_revision_etcd_18089_is_found_as_a_resumable_violation() {
-    found_within("watch-compact-revision", "resumable", 40);
+fn watch_compact_revision_etcd_18089_is_found_as_a_resumable_or_reliable_violation() {
+    // A watch resumed at the compact revision breaks resumable; one opened there for the first
+    // time misses the delete as a reliable violation. Either is the bug.
+    found_within("watch-compact-revision", &["resumable", "reliable"], 40);
 }
 
 #[test]
 fn watch_snapshot_replay_etcd_15271_is_found_as_an_ordered_violation() {
-    found_within("watch-snapshot-replay", "ordered", 40);
+    // Since members restart from their db file (not an older snapshot), a member more often
+    // catches up from the log than by installing a snapshot: seed 64 is the first that finds it.
+    found_within("watch-snapshot-replay", &["ordered"], 100);
 }
 
 #[test]
