@@ -123,7 +123,10 @@ fn bad_options_and_bad_files_get_clear_errors() {
     assert!(stderr.contains("--defrag-every must be"), "{stderr}");
     let (code, _, stderr) = faultline(&["run", "--compaction-batch-limit", "0"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("--compaction-batch-limit must be"), "{stderr}");
+    assert!(
+        stderr.contains("--compaction-batch-limit must be"),
+        "{stderr}"
+    );
     let file = std::env::temp_dir().join(format!("faultline-bad-{}.jsonl", std::process::id()));
     std::fs::write(
         &file,

@@ -98,6 +98,8 @@ pub struct Flushed {
     compactions: VecDeque<PendingCompaction>,
     /// The db file's size and size in use, as the shell last measured them.
     file_size: Option<(u64, u64)>,
+    /// Writes taken before a compaction removed records from memory, for the next commit.
+    stashed: WriteSet,
 }
 
 /// One compaction batch: its deletes, and the compaction it finishes if it is the last.
@@ -122,6 +124,14 @@ impl Store {
         self.flushed.file_size = Some((size_bytes, in_use_bytes));
     }
 
+    /// Called before a compaction changes the keyspace in memory: what is not in the db yet
+    /// (records the compaction is about to remove among them) is kept for the next commit, so
+    /// the db never holds an older record of a key without the newer ones that follow it.
+    pub(crate) fn stash_writes_before_compaction(&mut self) {
+        let writes = self.take_writes();
+        self.flushed.stashed.merge(writes);
+    }
+
     pub(crate) fn schedule_db_compaction(&mut self, at: i64, mut removed: Vec<Revision>) {
         if self.config.bugs.compaction_revision_backwards {
             removed.extend(self.mvcc.tombstones_at(at));
@@ -138,7 +148,7 @@ impl Store {
     /// new records, leases granted or revoked, alarms, the lease id counter, a newly scheduled
     /// compaction. Afterwards the store counts them as in the db.
     pub fn take_writes(&mut self) -> WriteSet {
-        let mut writes = WriteSet::default();
+        let mut writes = std::mem::take(&mut self.flushed.stashed);
         for (rev, record) in self.mvcc.records_after(self.flushed.revision) {
             writes.put(
                 Bucket::Key,
@@ -286,6 +296,7 @@ impl Store {
             scheduled_compact: scheduled.max(finished),
             compactions: VecDeque::new(),
             file_size: Some((db.size_bytes(), db.size_in_use_bytes())),
+            stashed: WriteSet::default(),
         };
         let resume_at = scheduled.min(store.current_revision());
         if resume_at > store.compact_revision() {
@@ -319,6 +330,49 @@ fn alarm_key(alarm: &AlarmMember) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::api::{CompactionRequest, DeleteRangeRequest, PutRequest, Request};
+
+    fn put(key: &[u8]) -> Request {
+        Request::Put(PutRequest {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        })
+    }
+
+    #[test]
+    fn a_record_compacted_before_any_commit_still_reaches_the_db_before_the_deletes() {
+        let mut store = Store::new(StoreConfig::default());
+        store.apply(1, &put(b"a"), 0).unwrap().unwrap(); // revision 2
+        let first = store.take_writes();
+        assert!(first
+            .changes
+            .contains_key(&(Bucket::Key, revision_key(Revision::new(2, 0)))));
+        let delete = Request::DeleteRange(DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..DeleteRangeRequest::default()
+        });
+        store.apply(2, &delete, 0).unwrap().unwrap(); // revision 3: a's tombstone
+        store.apply(3, &put(b"b"), 0).unwrap().unwrap(); // revision 4
+        let compact = Request::Compact(CompactionRequest {
+            revision: 4,
+            physical: false,
+        });
+        store.apply(4, &compact, 0).unwrap().unwrap();
+        // The compaction removed a's whole generation from memory, the tombstone included, but
+        // the db holds a's put: the tombstone must reach the db before the delete of the put,
+        // or a crash between the two leaves a live in the db.
+        let scheduled = store.take_writes();
+        assert!(
+            scheduled
+                .changes
+                .contains_key(&(Bucket::Key, revision_key(Revision::new(3, 0)))),
+            "the tombstone is written before the compaction deletes"
+        );
+        let batch = store.take_compaction_batch(10).expect("a batch");
+        assert_eq!(batch.finishes, Some(4));
+    }
 
     #[test]
     fn revision_keys_sort_by_revision_and_parse_back() {

@@ -725,6 +725,7 @@ impl Store {
         if c.revision > self.current_revision() {
             return Err(EtcdError::FutureRevision);
         }
+        self.stash_writes_before_compaction();
         let removed = self
             .mvcc
             .compact(c.revision, self.config.bugs.watch_compact_revision);
