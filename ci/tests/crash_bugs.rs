@@ -99,6 +99,6 @@ fn resumed_compaction_drops_delete_etcd_19179_loses_the_delete_at_the_compact_re
         "compaction",
         "resumed-compaction-drops-delete",
         &["resumable", "watch", "db files", "linearizability"],
-        150,
+        300,
     );
 }
