@@ -532,17 +532,7 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
         })
         .collect();
     hash_checks.extend(compare_hashes(&mut cluster, "after healing".into()).await);
-    // Every batch commit has had time to land: each db file must hold its member's state.
-    madsim::time::sleep(Duration::from_millis(500)).await;
-    let mut db_checks = Vec::new();
-    for member in &members {
-        let input = db_check_input(&cluster, *member);
-        db_checks.push(
-            cluster
-                .with_client(move |client| async move { db_check(&client, input).await })
-                .await,
-        );
-    }
+    let db_checks = reopen_db_files(&mut cluster, &members).await;
     let history = History {
         operations: recorder.operations(),
         meta: config.history_meta(),
@@ -605,6 +595,22 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
         hash_checks,
         db_checks,
     }
+}
+
+/// Once every batch commit has had time to land, each member's db file reopened alone (see
+/// `faultline_sim::convergence::db_check`).
+async fn reopen_db_files(cluster: &mut Cluster, members: &[NodeId]) -> Vec<DbCheck> {
+    madsim::time::sleep(Duration::from_millis(500)).await;
+    let mut checks = Vec::new();
+    for member in members {
+        let input = db_check_input(cluster, *member);
+        checks.push(
+            cluster
+                .with_client(move |client| async move { db_check(&client, input).await })
+                .await,
+        );
+    }
+    checks
 }
 
 /// One HashKV comparison of the running members (see `faultline_sim::convergence`).

@@ -26,9 +26,7 @@ mod tests {
     #[test]
     fn raft_election_timeouts_repeat_for_a_seed() {
         fn timeouts(seed: u64) -> Vec<usize> {
-            // Outside any simulation: each run needs a thread of its own (see `simulate`).
-            std::thread::spawn(move || {
-                // deterministic: a test thread hosting its own seeded runtime
+            let run = move || {
                 let rt =
                     madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
                 rt.block_on(async {
@@ -47,9 +45,10 @@ mod tests {
                         })
                         .collect()
                 })
-            })
-            .join()
-            .unwrap()
+            };
+            // Outside any simulation: each run needs a thread of its own (see `simulate`).
+            let thread = std::thread::spawn(run); // deterministic: a test thread hosting its own seeded runtime
+            thread.join().unwrap()
         }
         let a = timeouts(7);
         assert_eq!(a, timeouts(7));

@@ -310,7 +310,7 @@ fn write_at_takes_the_write_latency_and_an_injected_sync_failure_persists_nothin
             sync_latency: Latency::ZERO,
             ..SimDiskConfig::default()
         });
-        let start = time::Instant::now();
+        let start = time::Instant::now(); // deterministic: madsim's virtual clock
         disk.write_at("db", 0, b"abc").await.unwrap();
         let took = start.elapsed();
         assert!(
@@ -340,7 +340,7 @@ fn a_stalled_sync_waits_while_write_at_proceeds() {
         let syncer = disk.clone();
         let sync = madsim::task::spawn(async move { syncer.sync_file("db").await });
         time::sleep(Duration::from_millis(10)).await;
-        let before = time::Instant::now();
+        let before = time::Instant::now(); // deterministic: madsim's virtual clock
         disk.write_at("db", 3, b"?").await.unwrap();
         assert_eq!(before.elapsed(), Duration::ZERO);
         assert_eq!(disk.durable_read("db").unwrap(), b"old!");

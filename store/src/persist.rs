@@ -312,13 +312,8 @@ impl Store {
     /// Replaces the replicated state with a db file received from the leader, keeping this
     /// member's watchers (see [`Store::install_image`]).
     pub fn install_db(&mut self, db: &DbFile) -> Result<(), ImageError> {
-        let mut restored = Store::from_db(self.config.clone(), db)?;
-        std::mem::swap(&mut restored.hub, &mut self.hub);
-        restored
-            .hub
-            .rebase(restored.current_revision(), restored.compact_revision());
-        *self = restored;
-        self.check_invariants();
+        let restored = Store::from_db(self.config.clone(), db)?;
+        self.replace_keeping_watchers(restored);
         Ok(())
     }
 }

@@ -1046,14 +1046,20 @@ impl Store {
     /// keeping this member's watchers: each resumes from its next revision, catching up from the
     /// new log if that revision is now in the past (or canceled if it is compacted).
     pub fn install_image(&mut self, image: StoreImage) -> Result<(), ImageError> {
-        let mut restored = Store::restore(self.config.clone(), image)?;
+        let restored = Store::restore(self.config.clone(), image)?;
+        self.replace_keeping_watchers(restored);
+        Ok(())
+    }
+
+    /// Becomes `restored` (a received snapshot's state), keeping this member's watchers, which
+    /// resume from their next revision in the new log.
+    pub(crate) fn replace_keeping_watchers(&mut self, mut restored: Store) {
         std::mem::swap(&mut restored.hub, &mut self.hub);
         restored
             .hub
             .rebase(restored.current_revision(), restored.compact_revision());
         *self = restored;
         self.check_invariants();
-        Ok(())
     }
 
     /// Every structural invariant of the state; panics naming the one that broke.
