@@ -508,8 +508,23 @@ impl Store {
         let at = if r.revision > 0 { r.revision } else { latest };
         let matched: Vec<&KeyValue> = self.mvcc.range_at(&r.key, &r.range_end, at).collect();
         let count = matched.len() as i64;
+        // etcd's applyRange: with no sort order and no revision filters the limit (plus one, for
+        // `more`) is applied while reading in key order, and only those keys are then sorted by
+        // a non-key target; otherwise every key is read, filtered, sorted and then truncated.
+        let read_limit = if r.sort_order == SortOrder::None
+            && r.min_mod_revision == 0
+            && r.max_mod_revision == 0
+            && r.min_create_revision == 0
+            && r.max_create_revision == 0
+            && r.limit > 0
+        {
+            usize::try_from(r.limit).map_or(usize::MAX, |l| l.saturating_add(1))
+        } else {
+            usize::MAX
+        };
         let mut kvs: Vec<KeyValue> = matched
             .into_iter()
+            .take(read_limit)
             .filter(|kv| {
                 (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
                     && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)

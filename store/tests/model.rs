@@ -597,8 +597,19 @@ mod model {
                 count,
             };
         }
+        // etcd reads only limit + 1 keys, in key order, when there is no order and no filter.
+        let unfiltered = r.min_mod_revision == 0
+            && r.max_mod_revision == 0
+            && r.min_create_revision == 0
+            && r.max_create_revision == 0;
+        let read = if r.sort_order == SortOrder::None && unfiltered && r.limit > 0 {
+            r.limit as usize + 1
+        } else {
+            usize::MAX
+        };
         let mut kvs: Vec<KeyValue> = matched
             .into_iter()
+            .take(read)
             .filter(|kv| r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
             .filter(|kv| r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
             .filter(|kv| r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)

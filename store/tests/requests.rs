@@ -239,6 +239,42 @@ fn range_sorts_by_every_target_with_key_order_breaking_ties() {
     );
 }
 
+/// etcd 3.4's applyRange reads `limit + 1` keys in key order when no sort order is given, and
+/// only then sorts them by a non-key target: the answer is not the first of a full sort.
+#[test]
+fn a_limit_without_sort_order_sorts_only_the_keys_it_read() {
+    let mut h = Harness::new();
+    h.put("c", "x"); // create revision 2
+    h.put("b", "x"); // 3
+    h.put("a", "x"); // 4
+    let limited = |order, min_create_revision| {
+        let req = RangeRequest {
+            sort_order: order,
+            sort_target: SortTarget::Create,
+            limit: 1,
+            min_create_revision,
+            ..range("a", b"\0")
+        };
+        let r = h.store.range(&req).unwrap();
+        (keys(&r), r.more)
+    };
+    assert_eq!(
+        limited(SortOrder::None, 0),
+        (vec!["b".to_string()], true),
+        "a and b are read, and b was created first"
+    );
+    assert_eq!(
+        limited(SortOrder::Ascend, 0),
+        (vec!["c".to_string()], true),
+        "an explicit order reads every key before sorting"
+    );
+    assert_eq!(
+        limited(SortOrder::None, 1),
+        (vec!["c".to_string()], true),
+        "a revision filter reads every key before sorting"
+    );
+}
+
 #[test]
 fn range_filters_on_revisions_but_count_ignores_them() {
     let mut h = Harness::new();
