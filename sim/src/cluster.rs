@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,20 @@ pub enum MemberStatus {
     Up,
     Crashed,
     Paused,
+    /// Its task ended by itself: a disk error stopped it (as etcd exits on a WAL error) or it
+    /// panicked. Its disk keeps what it wrote, as after a process exit; a restart starts it again.
+    Stopped,
+}
+
+/// A member's panic: a broken invariant of the store or of Raft, recorded as a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPanic {
+    pub node: NodeId,
+    /// Simulated time since the cluster started.
+    pub at_ms: u64,
+    pub message: String,
+    /// `file:line:column` of the panic, when known.
+    pub location: Option<String>,
 }
 
 /// One arming of a crash point and how it went.
@@ -184,6 +199,9 @@ pub struct Cluster {
     clients: u32,
     faults: Vec<(Duration, Fault)>,
     armings: Vec<FailpointArming>,
+    panics: Arc<Mutex<Vec<MemberPanic>>>,
+    /// Members whose disk a [`Fault::DiskFull`] filled.
+    full_disks: BTreeSet<NodeId>,
 }
 
 impl Cluster {
@@ -198,6 +216,7 @@ impl Cluster {
         let trace = Trace::default();
         let commits = CommitLog::default();
         let peers = config.member_ids();
+        let panics: Arc<Mutex<Vec<MemberPanic>>> = Arc::default();
         let mut members = BTreeMap::new();
         for id in peers.clone() {
             let mut node_config = config.node.clone();
@@ -212,6 +231,12 @@ impl Cluster {
                 failpoints: Failpoints::new(),
             };
             let init_env = env.clone();
+            let liveness = Arc::new(Mutex::new(Liveness {
+                status: MemberStatus::Up,
+                crashed_at: None,
+                point_crashes: Vec::new(),
+            }));
+            let (init_liveness, init_panics) = (liveness.clone(), panics.clone());
             let handle = runtime
                 .create_node()
                 .name(format!("n{id}"))
@@ -219,11 +244,34 @@ impl Cluster {
                 .init(move || {
                     let config = node_config.clone();
                     let env = init_env.clone();
+                    let (liveness, panics) = (init_liveness.clone(), init_panics.clone());
                     async move {
-                        if let Err(e) = run_node(config.clone(), env.clone()).await {
+                        let node = config.id;
+                        let run = AssertUnwindSafe(run_node(config, env.clone()));
+                        let at = || now().duration_since(started).as_millis() as u64;
+                        match crate::panics::catch(run).await {
+                            Ok(Ok(())) => return,
                             // An environment fault (disk error, corrupt snapshot): the member
                             // stops, as etcd exits on a WAL error.
-                            env.trace.record(format!("n{} stopped: {e}", config.id));
+                            Ok(Err(e)) => env.trace.record(format!("n{node} stopped: {e}")),
+                            Err(caught) => {
+                                let panic = MemberPanic {
+                                    node,
+                                    at_ms: at(),
+                                    message: caught.message,
+                                    location: caught.location,
+                                };
+                                env.trace.record(format!(
+                                    "n{node} panicked at {}: {}",
+                                    panic.location.as_deref().unwrap_or("an unknown place"),
+                                    panic.message
+                                ));
+                                panics.lock().expect("member panics lock").push(panic);
+                            }
+                        }
+                        let mut liveness = liveness.lock().expect("member liveness lock");
+                        if liveness.status == MemberStatus::Up {
+                            liveness.status = MemberStatus::Stopped;
                         }
                     }
                 })
@@ -235,11 +283,7 @@ impl Cluster {
                 disk: env.disk.clone(),
                 trace: trace.clone(),
                 started,
-                liveness: Arc::new(Mutex::new(Liveness {
-                    status: MemberStatus::Up,
-                    crashed_at: None,
-                    point_crashes: Vec::new(),
-                })),
+                liveness,
             };
             // The member's task cannot run before `start` returns, so the hook is in place
             // before any point can be reached.
@@ -267,7 +311,14 @@ impl Cluster {
             clients: 0,
             faults: Vec::new(),
             armings: Vec::new(),
+            panics,
+            full_disks: BTreeSet::new(),
         }
+    }
+
+    /// Every member panic so far, in the order they happened.
+    pub fn panics(&self) -> Vec<MemberPanic> {
+        self.panics.lock().expect("member panics lock").clone()
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -405,6 +456,11 @@ impl Cluster {
                 }
             }
             Fault::CutLink { from, to } => self.cut(*from, *to),
+            Fault::HealLink { from, to } => {
+                if self.cut_links.remove(&(*from, *to)) {
+                    NetSim::current().unclog_link(self.madsim_id(*from), self.madsim_id(*to));
+                }
+            }
             Fault::Heal => {
                 let net = NetSim::current();
                 for (from, to) in std::mem::take(&mut self.cut_links) {
@@ -427,6 +483,21 @@ impl Cluster {
             Fault::ClockOffset { node, offset_ms } => {
                 self.member(*node).clock.set_offset_ms(*offset_ms)
             }
+            // Capacity 0 refuses every later growth and deletes nothing.
+            Fault::DiskFull { node } => {
+                self.full_disks.insert(*node);
+                self.member(*node).disk.set_capacity(Some(0));
+            }
+            Fault::DiskFree { node } => {
+                if self.full_disks.remove(node) {
+                    let capacity = self.config.disk.capacity_bytes;
+                    self.member(*node).disk.set_capacity(capacity);
+                }
+            }
+            Fault::SyncError { node } => self
+                .member(*node)
+                .disk
+                .fail_next_sync(std::io::ErrorKind::Other),
             Fault::Failpoint {
                 node,
                 point,
@@ -442,10 +513,15 @@ impl Cluster {
         self.member(node).control.crash(torn, None);
     }
 
-    /// Starts a member again from its disk; a running or paused one is crashed first.
+    /// Starts a member again from its disk; a running or paused one is crashed first, a stopped
+    /// one starts from what its disk holds (a process exit loses no written page).
     fn restart(&mut self, node: NodeId) {
-        if self.status(node) != MemberStatus::Crashed {
-            self.crash(node, false);
+        match self.status(node) {
+            MemberStatus::Crashed => {}
+            // Its task ended, but the node's other tasks (receivers, timers) still hold its
+            // address until it is killed; its disk is left as the exit left it.
+            MemberStatus::Stopped => self.runtime.kill(self.madsim_id(node)),
+            MemberStatus::Up | MemberStatus::Paused => self.crash(node, false),
         }
         self.runtime.restart(self.madsim_id(node));
         self.member(node).control.set_status(MemberStatus::Up);
@@ -552,9 +628,14 @@ impl Cluster {
             for point in armed {
                 self.apply(&Fault::ClearFailpoint { node, point });
             }
+            if self.full_disks.contains(&node) {
+                self.apply(&Fault::DiskFree { node });
+            }
             match self.status(node) {
                 MemberStatus::Paused => self.apply(&Fault::Resume { node }),
-                MemberStatus::Crashed => self.apply(&Fault::Restart { node }),
+                MemberStatus::Crashed | MemberStatus::Stopped => {
+                    self.apply(&Fault::Restart { node })
+                }
                 MemberStatus::Up => {}
             }
             if self.member(node).clock.offset_ms() != 0 {

@@ -34,6 +34,8 @@ pub enum Fault {
     CutLink { from: NodeId, to: NodeId },
     /// Restores every link between members.
     Heal,
+    /// Restores the link from `from` to `to` only (the end of a [`Fault::CutLink`]).
+    HealLink { from: NodeId, to: NodeId },
     /// Every message between any two hosts takes `min_ms..=max_ms` (madsim's default is 1-10).
     Latency { min_ms: u64, max_ms: u64 },
     /// Each message is lost with probability `permille / 1000`.
@@ -42,6 +44,14 @@ pub enum Fault {
     DiskStall { node: NodeId, ms: u64 },
     /// The member's clock (as its lease logic reads it) reads true time plus `offset_ms`.
     ClockOffset { node: NodeId, offset_ms: i64 },
+    /// The member's disk is full: every write that would grow a file fails with ENOSPC until
+    /// [`Fault::DiskFree`]; nothing already written is lost.
+    DiskFull { node: NodeId },
+    /// The member's disk has room again.
+    DiskFree { node: NodeId },
+    /// The next fsync on the member's disk fails with EIO and makes nothing durable; the member
+    /// stops on it, as etcd exits on a failed WAL sync.
+    SyncError { node: NodeId },
     /// Arms the crash point `point` (one of
     /// [`FAILPOINTS`](faultline_store::node::failpoint::FAILPOINTS)) on a member: it acts on its
     /// `hit`-th hit from now (1 = the next), once. `crash` kills the member there exactly as
@@ -102,12 +112,37 @@ impl Fault {
             | Fault::Isolate { node }
             | Fault::DiskStall { node, .. }
             | Fault::ClockOffset { node, .. }
+            | Fault::DiskFull { node }
+            | Fault::DiskFree { node }
+            | Fault::SyncError { node }
             | Fault::Failpoint { node, .. }
             | Fault::ClearFailpoint { node, .. } => vec![*node],
             Fault::Partition { left, right } => left.iter().chain(right).copied().collect(),
-            Fault::CutLink { from, to } => vec![*from, *to],
+            Fault::CutLink { from, to } | Fault::HealLink { from, to } => vec![*from, *to],
             Fault::Heal | Fault::Latency { .. } | Fault::PacketLoss { .. } => Vec::new(),
         }
+    }
+
+    /// The same fault aimed at `node` instead, for a fault that names one member; `None` for
+    /// the others. A schedule aims an episode at whoever leads when it starts with this.
+    pub fn aimed_at(&self, node: NodeId) -> Option<Fault> {
+        let mut fault = self.clone();
+        match &mut fault {
+            Fault::Crash { node: n, .. }
+            | Fault::Restart { node: n }
+            | Fault::Pause { node: n }
+            | Fault::Resume { node: n }
+            | Fault::Isolate { node: n }
+            | Fault::DiskStall { node: n, .. }
+            | Fault::ClockOffset { node: n, .. }
+            | Fault::DiskFull { node: n }
+            | Fault::DiskFree { node: n }
+            | Fault::SyncError { node: n }
+            | Fault::Failpoint { node: n, .. }
+            | Fault::ClearFailpoint { node: n, .. } => *n = node,
+            _ => return None,
+        }
+        Some(fault)
     }
 
     /// Checks that the fault can be carried out on a cluster of `members`: every member it names
@@ -161,6 +196,10 @@ impl fmt::Display for Fault {
             }
             Fault::CutLink { from, to } => write!(f, "cut link n{from} -> n{to}"),
             Fault::Heal => write!(f, "heal"),
+            Fault::HealLink { from, to } => write!(f, "heal link n{from} -> n{to}"),
+            Fault::DiskFull { node } => write!(f, "disk full n{node}"),
+            Fault::DiskFree { node } => write!(f, "disk free n{node}"),
+            Fault::SyncError { node } => write!(f, "sync error n{node}"),
             Fault::Latency { min_ms, max_ms } => write!(f, "latency {min_ms}-{max_ms}ms"),
             Fault::PacketLoss { permille } => write!(f, "packet loss {permille}‰"),
             Fault::DiskStall { node, ms } => write!(f, "disk stall n{node} {ms}ms"),
