@@ -37,6 +37,8 @@ pub enum Status {
     Stuck(String),
     /// The checker could not decide (budget).
     Unknown(String),
+    /// A member panicked: a broken invariant of the store or of Raft, found by the run.
+    Panicked(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,7 @@ pub struct RunVerdict {
     pub safety_violations: usize,
     pub liveness_failures: usize,
     pub unknown: usize,
+    pub member_panics: usize,
     pub footer: Vec<String>,
 }
 
@@ -65,15 +68,18 @@ impl RunVerdict {
             Status::Violation(_) => self.safety_violations += 1,
             Status::Stuck(_) => self.liveness_failures += 1,
             Status::Unknown(_) => self.unknown += 1,
+            Status::Panicked(_) => self.member_panics += 1,
             Status::Pass => {}
         }
         self.results.push(result);
     }
 
-    /// The process exit code: safety first, then liveness, then unknown.
+    /// The process exit code: safety first, then a member's panic, then liveness, then unknown.
     pub fn exit_code(&self) -> u8 {
         if self.safety_violations > 0 {
             1
+        } else if self.member_panics > 0 {
+            6
         } else if self.liveness_failures > 0 {
             3
         } else if self.unknown > 0 {
@@ -100,9 +106,13 @@ impl RunVerdict {
                 Status::Violation(_) => "VIOLATION".to_string(),
                 Status::Stuck(_) => "LIVENESS FAILURE".to_string(),
                 Status::Unknown(_) => "UNKNOWN".to_string(),
+                Status::Panicked(_) => "PANIC".to_string(),
             };
             let _ = writeln!(out, "  {:<22} {status:<16} {}", r.checker, r.summary);
-            if let Status::Violation(text) | Status::Stuck(text) | Status::Unknown(text) = &r.status
+            if let Status::Violation(text)
+            | Status::Stuck(text)
+            | Status::Unknown(text)
+            | Status::Panicked(text) = &r.status
             {
                 for line in text.lines() {
                     let _ = writeln!(out, "      {line}");
@@ -113,6 +123,7 @@ impl RunVerdict {
             0 => "PASS: every check held",
             1 => "FAIL: safety violation",
             3 => "FAIL: liveness failure",
+            6 => "FAIL: a member panicked",
             _ => "UNKNOWN: a checker could not decide",
         };
         let _ = writeln!(out, "verdict: {verdict}");
@@ -367,6 +378,7 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         summary,
     });
     verdict.push(db_files(output));
+    verdict.push(member_panics(output));
     verdict.push(liveness_result(&output.liveness));
     verdict.footer.extend(crash_points(output));
     verdict
@@ -399,6 +411,50 @@ pub fn judge_run(config: &RunConfig, output: &SimOutput, options: &CheckOptions)
         .footer
         .push(format!("trace hash: {:016x}", output.trace_hash));
     verdict
+}
+
+/// Every member panic, with where and when it happened and the faults in force then.
+fn member_panics(output: &SimOutput) -> CheckerResult {
+    let summary = format!(
+        "{} members ran; {} panicked",
+        output.replicas.len(),
+        output.panics.len()
+    );
+    if output.panics.is_empty() {
+        return CheckerResult {
+            checker: "member panics",
+            status: Status::Pass,
+            summary,
+        };
+    }
+    let mut text = String::new();
+    for p in &output.panics {
+        let _ = writeln!(
+            text,
+            "n{} panicked at {:.3}s, at {}: {}",
+            p.node,
+            p.at_ms as f64 / 1000.0,
+            p.location.as_deref().unwrap_or("an unknown place"),
+            p.message
+        );
+        let before: Vec<String> = output
+            .applied_faults
+            .iter()
+            .filter(|(at, _)| *at <= p.at_ms)
+            .map(|(at, fault)| format!("{:.3}s {fault}", *at as f64 / 1000.0))
+            .collect();
+        let recent = &before[before.len().saturating_sub(4)..];
+        if recent.is_empty() {
+            let _ = writeln!(text, "  no fault had been applied before it");
+        } else {
+            let _ = writeln!(text, "  the last faults before it: {}", recent.join("; "));
+        }
+    }
+    CheckerResult {
+        checker: "member panics",
+        status: Status::Panicked(text),
+        summary,
+    }
 }
 
 /// The report's crash-point section: each point the schedule armed and how it went (a point

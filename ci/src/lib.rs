@@ -3,6 +3,7 @@
 pub mod artifacts;
 pub mod check;
 pub mod etcd;
+pub mod faults;
 pub mod history_file;
 pub mod profile;
 pub mod real;

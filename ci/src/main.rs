@@ -17,7 +17,7 @@ use faultline::real::{
     judge_real_run, remove_member_data, run_real, write_real_artifacts, RealError,
     NOT_DETERMINISTIC,
 };
-use faultline::run::{simulate_run, write_artifacts, RunConfig, RunTarget};
+use faultline::run::{write_artifacts, RunConfig, RunTarget};
 use faultline::size::parse_size_bytes;
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::node::failpoint::FAILPOINTS;
@@ -116,12 +116,17 @@ struct RunArgs {
     /// Traffic: etcd-kv or kubernetes.
     #[arg(long, default_value = "etcd-kv", value_parser = WorkloadKind::parse)]
     workload: WorkloadKind,
-    /// Faults: none, default, partitions, crashes or crash-points. crash-points arms the store's
-    /// named crash points (`faultline failpoints` lists them) on random members, to crash or
-    /// stall a member on a point's n-th hit; default and crashes arm one now and then too.
-    /// [default: default]
+    /// Faults: none, default, partitions, crashes, crash-points or swarm. crash-points arms the
+    /// store's named crash points (`faultline failpoints` lists them) on random members, to
+    /// crash or stall a member on a point's n-th hit; default and crashes arm one now and then
+    /// too. swarm draws the fault parameters themselves from the seed (kinds, rates, lengths,
+    /// overlap, leader targeting, clock skew) and prints them. [default: default]
     #[arg(long, value_parser = FaultProfile::parse)]
     faults: Option<FaultProfile>,
+    /// Replay the faults of a schedule file (a run's schedule.json, or one written by hand)
+    /// instead of drawing them; traffic still comes from the seed.
+    #[arg(long)]
+    schedule: Option<PathBuf>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: u32,
@@ -290,6 +295,9 @@ fn run_config(args: &RunArgs, bugs: PlantedBugs) -> Result<RunConfig, String> {
     if let Some(faults) = args.faults {
         config.faults = faults;
     }
+    if let Some(file) = &args.schedule {
+        config.schedule_file = Some(file.display().to_string());
+    }
     if let Some(rate) = args.rate {
         config.workload.rate_per_client = rate;
     }
@@ -344,14 +352,26 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     if config.target == RunTarget::Etcd {
+        if config.schedule_file.is_some() {
+            eprintln!("faultline: --schedule needs the simulation: real timing cannot be replayed");
+            return ExitCode::from(2);
+        }
         return run_real_mode(&config, args.out.as_deref());
     }
+    // A schedule file that does not read is the user's to fix, not a crash of the run.
+    let schedule = match faultline::run::schedule_for(&config) {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            return ExitCode::from(2);
+        }
+    };
     say!("faultline run: seed {}", config.seed);
     say!(
         "options: {}",
         serde_json::to_string(&config).expect("configs serialise")
     );
-    let output = match simulate_run(&config) {
+    let output = match faultline::run::simulate_run_with(&config, schedule) {
         Ok(output) => output,
         Err(panic) => {
             eprintln!("the run crashed: {panic}");

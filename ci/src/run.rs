@@ -18,7 +18,7 @@ use faultline_checkers::watch::{CommittedEvent, CommittedHistory, WatchHistory};
 use faultline_sim::convergence::{
     db_check, db_check_input, hash_check, running_members, DbCheck, HashCheck,
 };
-use faultline_sim::{simulate, Cluster, ClusterConfig, FailpointArming};
+use faultline_sim::{simulate, Cluster, ClusterConfig, FailpointArming, MemberPanic};
 use faultline_store::node::protocol::NodeId;
 use faultline_store::node::time::now;
 use faultline_store::PlantedBugs;
@@ -34,6 +34,7 @@ use faultline_workloads::{
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::ArtifactWriter;
+use crate::faults::FaultDriver;
 use crate::profile::BackendKnobs;
 use faultline_workloads::maintenance::defragmenter;
 
@@ -95,6 +96,9 @@ pub struct RunConfig {
     /// The named profile the run started from, if any (see `crate::profile`).
     #[serde(default)]
     pub profile: Option<String>,
+    /// A schedule file the faults were read from instead of drawn from the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_file: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -113,6 +117,7 @@ impl Default for RunConfig {
             snapshot_entries: 1_000,
             backend: BackendKnobs::default(),
             profile: None,
+            schedule_file: None,
         }
     }
 }
@@ -294,6 +299,9 @@ impl RunConfig {
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
         }
+        if let Some(file) = &self.schedule_file {
+            cmd.push_str(&format!(" --schedule {file}"));
+        }
         // The checker's budget decides whether a hard history is judged or left unknown.
         if self.check_timeout_ms != RunConfig::default().check_timeout_ms {
             cmd.push_str(&format!(" --check-timeout {}ms", self.check_timeout_ms));
@@ -335,28 +343,50 @@ pub struct SimOutput {
     pub hash_checks: Vec<HashCheck>,
     /// Each member's db file reopened alone at the end.
     pub db_checks: Vec<DbCheck>,
+    /// Members that panicked, in order: each a finding.
+    pub panics: Vec<MemberPanic>,
+    /// Every fault as applied (aims resolved), with its time in ms since the cluster started.
+    pub applied_faults: Vec<(u64, String)>,
 }
 
-/// Runs the simulation of `config` (no checking). A schedule the cluster cannot carry out and a
-/// panic inside the simulation are returned as `Err`.
+/// The fault schedule of a run: read from its schedule file, or drawn from its seed. A file that
+/// does not read or names what the cluster lacks is an error naming the entry.
+pub fn schedule_for(config: &RunConfig) -> Result<Schedule, String> {
+    let members = ClusterConfig::new(config.nodes).member_ids();
+    let schedule = match &config.schedule_file {
+        None => Schedule::generate(config.seed, config.faults, &members, config.duration_ms),
+        Some(file) => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+            Schedule::from_json(&text).map_err(|e| format!("{file}: {e}"))?
+        }
+    };
+    schedule
+        .validate(&members)
+        .map_err(|e| format!("the fault schedule cannot run: {e}"))?;
+    Ok(schedule)
+}
+
+/// Runs the simulation of `config` (no checking) with its schedule (see [`schedule_for`]). A
+/// schedule the cluster cannot carry out and a panic of the run itself are returned as `Err`; a
+/// member's panic is not: it is recorded in the output as a finding.
 pub fn simulate_run(config: &RunConfig) -> Result<SimOutput, String> {
+    let schedule = schedule_for(config)?;
+    simulate_run_with(config, schedule)
+}
+
+/// Runs the simulation of `config` with `schedule` instead of the one it would draw.
+pub fn simulate_run_with(config: &RunConfig, schedule: Schedule) -> Result<SimOutput, String> {
     let config = config.clone();
     let seed = config.seed;
     let members = ClusterConfig::new(config.nodes).member_ids();
-    let schedule = Schedule::generate(config.seed, config.faults, &members, config.duration_ms);
     schedule
         .validate(&members)
         .map_err(|e| format!("the fault schedule cannot run: {e}"))?;
     let result = std::panic::catch_unwind(move || {
         simulate(seed, move || run_in_simulation(config, schedule))
     });
-    result.map_err(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the run panicked".to_string())
-    })
+    result.map_err(|panic| faultline_sim::panics::message(panic.as_ref()))
 }
 
 async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
@@ -466,21 +496,20 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
     // The fault phase: apply the schedule on time, watching leadership. Before each fault that
     // follows a calm second, every running member's HashKV is compared at one revision (after a
     // restart, that is once the member had time to catch up).
-    let mut next = 0;
+    let mut driver = FaultDriver::new(schedule);
     let mut leader_changes = 0u64;
     let mut last_leader = None;
     let mut hash_checks = Vec::new();
     let mut last_change = now();
     while now() < until {
         let elapsed_ms = now().duration_since(start).as_millis() as u64;
-        while next < schedule.faults.len() && schedule.faults[next].at_ms <= elapsed_ms {
+        while let Some(next) = driver.due(&cluster, elapsed_ms) {
             if now().duration_since(last_change) >= Duration::from_secs(1) {
                 let when = format!("before fault {} at {}ms", next + 1, elapsed_ms);
                 hash_checks.extend(compare_hashes(&mut cluster, when).await);
             }
-            cluster.apply(&schedule.faults[next].fault);
+            driver.apply(&mut cluster, next);
             last_change = now();
-            next += 1;
         }
         let leader = cluster.leader().map(|l| (l, cluster.probe(l).term));
         if leader.is_some() && leader != last_leader {
@@ -573,7 +602,13 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
         watches,
         committed,
         commit_mismatches: commits.mismatches(),
-        schedule,
+        schedule: driver.schedule().clone(),
+        panics: cluster.panics(),
+        applied_faults: cluster
+            .faults()
+            .iter()
+            .map(|(at, fault)| (at.as_millis() as u64, fault.to_string()))
+            .collect(),
         trace: cluster.trace().recent(),
         trace_hash: cluster.trace().hash(),
         faults_injected: cluster.faults().len(),
