@@ -9,3 +9,4 @@ pub mod profile;
 pub mod real;
 pub mod run;
 pub mod size;
+pub mod sweep;

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 every check passed; 1 a safety violation; 3 a liveness failure; 4 the run
 //! itself crashed; 5 a verdict is unknown (the checker's budget ran out); 2 bad usage or input.
+//! `faultline sweep` exits with the worst of its seeds' findings (see `faultline::sweep`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use faultline::real::{
 };
 use faultline::run::{write_artifacts, RunConfig, RunTarget};
 use faultline::size::parse_size_bytes;
+use faultline::sweep::{SweepAction, SweepArgs};
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::node::failpoint::FAILPOINTS;
 use faultline_store::PlantedBugs;
@@ -91,6 +93,21 @@ enum Command {
     /// Lists the reference store's crash points (after etcd's gofail failpoints), each with where
     /// it sits; `--faults crash-points` arms them.
     Failpoints,
+    /// Runs `faultline run` for each seed of a range (`--out DIR` holds the sweep), a few at a
+    /// time, keeping the failing seeds' artifacts; `faultline sweep merge` joins shards.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Sweep(Box<SweepCommand>),
+}
+
+#[derive(clap::Args, Debug)]
+struct SweepCommand {
+    #[command(subcommand)]
+    action: Option<SweepAction>,
+    #[command(flatten)]
+    sweep: SweepArgs,
+    /// The options of every run (--out is the sweep's directory; --seed is refused: use --seeds).
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,9 +117,9 @@ struct RunArgs {
     #[arg(long, default_value = "sim", value_parser = RunTarget::parse)]
     target: RunTarget,
     /// The seed: the same seed gives the same run (in real mode: the same traffic and fault
-    /// choices, not the same timing).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// choices, not the same timing) [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
     /// A named profile: the scenario knobs a class of etcd bugs needs (snapshot-churn,
     /// lone-member, defrag, compaction; see README). Options given here win over it.
     #[arg(long, value_parser = Profile::parse)]
@@ -228,6 +245,29 @@ fn main() -> ExitCode {
             list_failpoints();
             ExitCode::SUCCESS
         }
+        Command::Sweep(args) => sweep(*args),
+    }
+}
+
+/// `faultline sweep` and `faultline sweep merge` (see `faultline::sweep`).
+fn sweep(args: SweepCommand) -> ExitCode {
+    if let Some(SweepAction::Merge(merge)) = &args.action {
+        return ExitCode::from(faultline::sweep::merge_command(merge));
+    }
+    if args.run.seed.is_some() {
+        eprintln!("faultline: a sweep takes --seeds A..B, not --seed");
+        return ExitCode::from(2);
+    }
+    let Some(out) = args.run.out.clone() else {
+        eprintln!("faultline: a sweep needs --out DIR (its summary and the failing seeds' runs)");
+        return ExitCode::from(2);
+    };
+    match checked_config(&args.run) {
+        Ok(config) => ExitCode::from(faultline::sweep::sweep_command(&config, &out, &args.sweep)),
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -275,7 +315,7 @@ fn sim_only_options(args: &RunArgs) -> Result<(), String> {
 fn run_config(args: &RunArgs, bugs: PlantedBugs) -> Result<RunConfig, String> {
     let mut config = RunConfig {
         target: args.target,
-        seed: args.seed,
+        seed: args.seed.unwrap_or(1),
         duration_ms: args.duration,
         bugs,
         check_timeout_ms: args.check_timeout,
@@ -326,31 +366,28 @@ fn run_config(args: &RunArgs, bugs: PlantedBugs) -> Result<RunConfig, String> {
     Ok(config)
 }
 
-fn run(args: RunArgs) -> ExitCode {
+/// The run the options describe, checked: what `faultline run` would refuse is an error.
+fn checked_config(args: &RunArgs) -> Result<RunConfig, String> {
     if args.target == RunTarget::Etcd {
-        if let Err(e) = sim_only_options(&args) {
-            eprintln!("faultline: {e}");
-            return ExitCode::from(2);
-        }
+        sim_only_options(args)?;
     }
     let mut bugs = PlantedBugs::default();
     for bug in &args.bugs {
-        if let Err(e) = bugs.enable(bug) {
-            eprintln!("faultline: {e}");
-            return ExitCode::from(2);
-        }
+        bugs.enable(bug)?;
     }
-    let config = match run_config(&args, bugs) {
+    let config = run_config(args, bugs)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match checked_config(&args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("faultline: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = config.validate() {
-        eprintln!("faultline: {e}");
-        return ExitCode::from(2);
-    }
     if config.target == RunTarget::Etcd {
         if config.schedule_file.is_some() {
             eprintln!("faultline: --schedule needs the simulation: real timing cannot be replayed");
