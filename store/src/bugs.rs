@@ -44,6 +44,20 @@ pub struct PlantedBugs {
     /// drops the tombstones at its compact revision, so a watch from that revision on that
     /// member misses the delete there.
     pub resumed_compaction_drops_delete: bool,
+    /// `read-index-reused` (etcd 20418): a leader answers a linearizable read from the read
+    /// index it confirmed earlier in its term, as long as its commit index has not moved since,
+    /// instead of confirming its leadership with a quorum again. A leader that was paused and
+    /// deposed meanwhile does not know it, so it answers from a state older than writes the new
+    /// leader acknowledged.
+    pub read_index_reused: bool,
+    /// `victim-watchers-starved` (etcd 17529): a watcher whose next revision was compacted is
+    /// sent no cancel while its stream's outbox is full; it is moved to the current revision as
+    /// if it had caught up, and the events in between are lost.
+    pub victim_watchers_starved: bool,
+    /// `future-watch-after-restore` (etcd 20221): after a snapshot is restored, a watcher that
+    /// waits for a future revision is lowered to the restored revision + 1, so it is sent
+    /// events and progress from before its start revision.
+    pub future_watch_after_restore: bool,
 }
 
 impl PlantedBugs {
@@ -59,6 +73,9 @@ impl PlantedBugs {
         "defrag-drops-consistent-index",
         "compaction-revision-backwards",
         "resumed-compaction-drops-delete",
+        "read-index-reused",
+        "victim-watchers-starved",
+        "future-watch-after-restore",
     ];
 
     fn switch(&mut self, name: &str) -> Option<&mut bool> {
@@ -73,6 +90,9 @@ impl PlantedBugs {
             "defrag-drops-consistent-index" => &mut self.defrag_drops_consistent_index,
             "compaction-revision-backwards" => &mut self.compaction_revision_backwards,
             "resumed-compaction-drops-delete" => &mut self.resumed_compaction_drops_delete,
+            "read-index-reused" => &mut self.read_index_reused,
+            "victim-watchers-starved" => &mut self.victim_watchers_starved,
+            "future-watch-after-restore" => &mut self.future_watch_after_restore,
             _ => return None,
         })
     }

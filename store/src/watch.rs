@@ -276,6 +276,13 @@ impl WatchHub {
                 .get_mut(stream_id)
                 .expect("watcher's stream exists");
             if stream.outbox.len() >= self.config.stream_pending_max {
+                if self.bugs.victim_watchers_starved && w.next_revision < compact {
+                    // Planted etcd 17529: the compaction cancel does not fit on the full stream
+                    // and is not retried; the watcher is moved on to the current revision as if
+                    // it had caught up, and every event in between is lost.
+                    w.next_revision = current + 1;
+                    w.synced = true;
+                }
                 continue;
             }
             if w.next_revision < compact {
@@ -395,6 +402,12 @@ impl WatchHub {
                 if rewound >= compact {
                     w.next_revision = rewound;
                 }
+            }
+            if self.bugs.future_watch_after_restore && w.next_revision > current + 1 {
+                // Planted etcd 20221: a restore moves every watcher to catch up and sets each
+                // one's next revision to the restored revision + 1, lowering a watcher that
+                // waits for a future revision below its start.
+                w.next_revision = current + 1;
             }
             w.synced = w.next_revision > current;
         }

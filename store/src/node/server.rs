@@ -426,6 +426,9 @@ struct Node<D: Disk> {
     last_snapshot_index: u64,
     snapshots_made: u64,
     snapshots_installed: u64,
+    /// The last read index this member confirmed as leader, with its term (kept only for the
+    /// planted bug `read-index-reused`).
+    confirmed_read: Option<(u64, u64)>,
 }
 
 fn logger() -> slog::Logger {
@@ -535,6 +538,7 @@ impl<D: Disk> Node<D> {
             last_snapshot_index,
             snapshots_made: 0,
             snapshots_installed: 0,
+            confirmed_read: None,
         };
         node.publish();
         Ok(node)
@@ -722,6 +726,7 @@ impl<D: Disk> Node<D> {
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 let deadline = self.deadline();
+                let reused = self.reusable_read_index();
                 self.pending_reads.insert(
                     seq,
                     PendingRead {
@@ -729,10 +734,12 @@ impl<D: Disk> Node<D> {
                         reply_to,
                         request: r,
                         deadline,
-                        index: None,
+                        index: reused,
                     },
                 );
-                self.raw.read_index(seq.to_le_bytes().to_vec());
+                if reused.is_none() {
+                    self.raw.read_index(seq.to_le_bytes().to_vec());
+                }
             }
             ClientRequest::Kv(request) => match self.store.admit(&request) {
                 Ok(()) => self.propose(request, Some((id, reply_to))),
@@ -978,7 +985,22 @@ impl<D: Disk> Node<D> {
         self.publish();
     }
 
+    /// With the planted etcd 20418 bug, a leader reuses the read index it confirmed earlier in
+    /// its term while its commit index has not moved since, instead of asking a quorum again.
+    /// Only a leader that was deposed without noticing (paused, then resumed) is wrong to do
+    /// so: the new leader committed writes this one has not heard of.
+    fn reusable_read_index(&self) -> Option<u64> {
+        if !self.store.config().bugs.read_index_reused || self.role != StateRole::Leader {
+            return None;
+        }
+        let (term, index) = self.confirmed_read?;
+        (term == self.raw.raft.term && index == self.raw.raft.raft_log.committed).then_some(index)
+    }
+
     fn read_index_confirmed(&mut self, ctx: &[u8], index: u64) {
+        if self.raw.raft.state == StateRole::Leader {
+            self.confirmed_read = Some((self.raw.raft.term, index));
+        }
         let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
             return;
         };
