@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use faultline_store::node::client::{Client, ClientConfig};
@@ -135,6 +135,20 @@ impl MemberControl {
         }
     }
 
+    /// The member's process ended by itself (an error it exits on, or a panic): its node is
+    /// killed, so its connections close and its clients go elsewhere as they would when etcd
+    /// exits; its disk is left as the exit left it (a process exit loses no written page).
+    fn stop(&self) {
+        {
+            let mut liveness = self.lock();
+            if liveness.status != MemberStatus::Up {
+                return;
+            }
+            liveness.status = MemberStatus::Stopped;
+        }
+        self.runtime.kill(self.madsim_id);
+    }
+
     /// Kills the member's node and crashes its disk, unless it is down already. `point` names
     /// the crash point it crashed at, when it crashed by itself.
     fn crash(&self, torn: bool, point: Option<&'static str>) {
@@ -236,7 +250,11 @@ impl Cluster {
                 crashed_at: None,
                 point_crashes: Vec::new(),
             }));
-            let (init_liveness, init_panics) = (liveness.clone(), panics.clone());
+            let init_panics = panics.clone();
+            // The member's task stops its own node when it ends; the control exists only once
+            // the node is built, before its task first runs.
+            let stopper: Arc<OnceLock<MemberControl>> = Arc::new(OnceLock::new());
+            let init_stopper = stopper.clone();
             let handle = runtime
                 .create_node()
                 .name(format!("n{id}"))
@@ -244,7 +262,8 @@ impl Cluster {
                 .init(move || {
                     let config = node_config.clone();
                     let env = init_env.clone();
-                    let (liveness, panics) = (init_liveness.clone(), init_panics.clone());
+                    let panics = init_panics.clone();
+                    let stopper = init_stopper.clone();
                     async move {
                         let node = config.id;
                         let run = AssertUnwindSafe(run_node(config, env.clone()));
@@ -269,9 +288,8 @@ impl Cluster {
                                 panics.lock().expect("member panics lock").push(panic);
                             }
                         }
-                        let mut liveness = liveness.lock().expect("member liveness lock");
-                        if liveness.status == MemberStatus::Up {
-                            liveness.status = MemberStatus::Stopped;
+                        if let Some(control) = stopper.get() {
+                            control.stop();
                         }
                     }
                 })
@@ -285,6 +303,9 @@ impl Cluster {
                 started,
                 liveness,
             };
+            if stopper.set(control.clone()).is_err() {
+                unreachable!("each member's control is set once");
+            }
             // The member's task cannot run before `start` returns, so the hook is in place
             // before any point can be reached.
             let hook = control.clone();
@@ -518,9 +539,8 @@ impl Cluster {
     fn restart(&mut self, node: NodeId) {
         match self.status(node) {
             MemberStatus::Crashed => {}
-            // Its task ended, but the node's other tasks (receivers, timers) still hold its
-            // address until it is killed; its disk is left as the exit left it.
-            MemberStatus::Stopped => self.runtime.kill(self.madsim_id(node)),
+            // Its node was killed when its task ended; its disk is left as the exit left it.
+            MemberStatus::Stopped => {}
             MemberStatus::Up | MemberStatus::Paused => self.crash(node, false),
         }
         self.runtime.restart(self.madsim_id(node));

@@ -487,6 +487,7 @@ impl Watcher {
             }
             let stream = self.stream.as_mut().expect("open");
             if let Some(message) = stream.early.remove(&stream.next_seq) {
+                stream.last_heard = now();
                 stream.next_seq += 1;
                 if let Some(event) = self.take(message) {
                     return Some(event);
@@ -518,12 +519,15 @@ impl Watcher {
                     if message.seq < stream.next_seq {
                         continue;
                     }
-                    stream.last_heard = now();
                     if message.seq > stream.next_seq {
                         // Overtaken: hold it until the gap fills, or the stream is declared dead.
+                        // Only an in-order message counts as heard: a message lost for good
+                        // breaks the stream (as a broken connection would), and the watch
+                        // resumes after its last revision instead of waiting forever.
                         stream.early.insert(message.seq, message);
                         continue;
                     }
+                    stream.last_heard = now();
                     stream.next_seq += 1;
                     if let Some(event) = self.take(message) {
                         return Some(event);
