@@ -651,6 +651,12 @@ impl Cluster {
             if self.full_disks.contains(&node) {
                 self.apply(&Fault::DiskFree { node });
             }
+            // Sync errors injected but not yet hit would stop the member again after healing.
+            let dropped = self.member(node).disk.clear_sync_faults();
+            if dropped > 0 {
+                self.trace
+                    .record(format!("n{node}: {dropped} pending sync errors dropped"));
+            }
             match self.status(node) {
                 MemberStatus::Paused => self.apply(&Fault::Resume { node }),
                 MemberStatus::Crashed | MemberStatus::Stopped => {

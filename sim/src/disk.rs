@@ -493,6 +493,15 @@ impl SimDisk {
         self.lock().sync_faults.push_back(kind);
     }
 
+    /// Drops the sync failures [`SimDisk::fail_next_sync`] queued that no sync has hit yet;
+    /// returns how many there were.
+    pub fn clear_sync_faults(&self) -> usize {
+        let mut st = self.lock();
+        let dropped = st.sync_faults.len();
+        st.sync_faults.clear();
+        dropped
+    }
+
     /// Power loss or kill -9: the cached layer is replaced by the durable layer. Call it after the
     /// node's tasks are gone (madsim's `kill` drops them); an operation still in flight across a
     /// crash fails with an error and takes no effect.

@@ -345,6 +345,8 @@ struct OpenStream {
     rx: mpsc::UnboundedReceiver<WatchMessage>,
     next_seq: u64,
     early: BTreeMap<u64, WatchMessage>,
+    /// Since when a later message waits in `early` for a missing one.
+    gap_since: Option<Instant>,
     last_heard: Instant,
     last_progress_request: Instant,
 }
@@ -365,6 +367,9 @@ pub struct Watcher {
 /// How often a quiet stream asks for progress, and how long without any message it is broken.
 const WATCH_HEARTBEAT: Duration = Duration::from_millis(1_000);
 const WATCH_DEAD_AFTER: Duration = Duration::from_millis(3_500);
+/// How long a gap in a stream's numbering may stay open before the stream counts as broken: a
+/// message later than the missing one arrived, so the missing one is lost rather than slow.
+const WATCH_GAP_AFTER: Duration = Duration::from_millis(1_000);
 
 impl Watcher {
     pub fn stats(&self) -> WatchStats {
@@ -414,6 +419,7 @@ impl Watcher {
                         rx,
                         next_seq: 0,
                         early: BTreeMap::new(),
+                        gap_since: None,
                         last_heard: now_at,
                         // The first progress request goes out at once (as an informer asks for
                         // a bookmark right after it starts watching).
@@ -488,6 +494,8 @@ impl Watcher {
             let stream = self.stream.as_mut().expect("open");
             if let Some(message) = stream.early.remove(&stream.next_seq) {
                 stream.last_heard = now();
+                // The gap closed; one further on opens when a later message still waits.
+                stream.gap_since = (!stream.early.is_empty()).then(now);
                 stream.next_seq += 1;
                 if let Some(event) = self.take(message) {
                     return Some(event);
@@ -496,7 +504,10 @@ impl Watcher {
             }
             let now_at = now();
             let lost = stream.lost.load(Ordering::SeqCst);
-            if lost || now_at.duration_since(stream.last_heard) >= WATCH_DEAD_AFTER {
+            let gap_open = stream
+                .gap_since
+                .is_some_and(|since| now_at.duration_since(since) >= WATCH_GAP_AFTER);
+            if lost || gap_open || now_at.duration_since(stream.last_heard) >= WATCH_DEAD_AFTER {
                 if let Some(event) = self.resume().await {
                     return Some(event);
                 }
@@ -525,9 +536,11 @@ impl Watcher {
                         // breaks the stream (as a broken connection would), and the watch
                         // resumes after its last revision instead of waiting forever.
                         stream.early.insert(message.seq, message);
+                        stream.gap_since.get_or_insert_with(now);
                         continue;
                     }
                     stream.last_heard = now();
+                    stream.gap_since = None;
                     stream.next_seq += 1;
                     if let Some(event) = self.take(message) {
                         return Some(event);
