@@ -8,5 +8,6 @@ pub mod history_file;
 pub mod profile;
 pub mod real;
 pub mod run;
+pub mod shrink;
 pub mod size;
 pub mod sweep;

@@ -4,6 +4,8 @@
 //! Exit codes: 0 every check passed; 1 a safety violation; 3 a liveness failure; 4 the run
 //! itself crashed; 5 a verdict is unknown (the checker's budget ran out); 2 bad usage or input.
 //! `faultline sweep` exits with the worst of its seeds' findings (see `faultline::sweep`).
+//! 6 a member panicked (a finding of the store, not a crash of the run). `faultline shrink`
+//! exits with the shrunk run's code.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,10 @@ enum Command {
     /// time, keeping the failing seeds' artifacts; `faultline sweep merge` joins shards.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Sweep(Box<SweepCommand>),
+    /// Finds a smaller run that fails the same way as the failing run in DIR (same checker,
+    /// same property): fewer fault episodes, shorter ones, a shorter run, a smaller workload.
+    /// Prints each step; writes the smallest run, its schedule and command to DIR/shrunk/.
+    Shrink(faultline::shrink::ShrinkArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -246,6 +252,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sweep(args) => sweep(*args),
+        Command::Shrink(args) => ExitCode::from(faultline::shrink::shrink_command(&args)),
     }
 }
 
