@@ -122,6 +122,12 @@ impl Clock {
         (elapsed + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64
     }
 
+    /// Simulated nanoseconds since the cluster started, without the offset: never the same at
+    /// two boots of one member.
+    pub fn since_start_ns(&self) -> u64 {
+        u64::try_from(now().duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     pub fn set_offset_ms(&self, offset_ms: i64) {
         self.offset_ms.store(offset_ms, Ordering::SeqCst);
     }
@@ -412,6 +418,8 @@ struct Node<D: Disk> {
     /// The last index of the batch of committed entries being applied (see the planted bug
     /// `consistent-index-not-atomic`).
     applying_to: u64,
+    /// When this boot began (see [`Node::read_context`]).
+    boot_ns: u64,
     next_seq: u64,
     pending_writes: BTreeMap<u64, PendingWrite>,
     pending_reads: BTreeMap<u64, PendingRead>,
@@ -517,6 +525,7 @@ impl<D: Disk> Node<D> {
         raft_config.max_inflight_msgs = 256;
         let raw = RawNode::new(&raft_config, log, &logger())
             .map_err(|e| std::io::Error::other(format!("raft: {e}")))?;
+        let boot_ns = env.clock.since_start_ns();
         let node = Node {
             config,
             env,
@@ -526,6 +535,7 @@ impl<D: Disk> Node<D> {
             wal,
             backend,
             applying_to: 0,
+            boot_ns,
             next_seq: 0,
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
@@ -738,7 +748,7 @@ impl<D: Disk> Node<D> {
                     },
                 );
                 if reused.is_none() {
-                    self.raw.read_index(seq.to_le_bytes().to_vec());
+                    self.raw.read_index(self.read_context(seq));
                 }
             }
             ClientRequest::Kv(request) => match self.store.admit(&request) {
@@ -997,14 +1007,32 @@ impl<D: Disk> Node<D> {
         (term == self.raw.raft.term && index == self.raw.raft.raft_log.committed).then_some(index)
     }
 
+    /// The context of read `seq`'s ReadIndex request: the member, its boot and the read. The
+    /// leader keys pending reads by context, its own and those its followers forward, and a
+    /// heartbeat response acknowledges the context it carries; a context two members (or two
+    /// boots of one) could both use lets a late acknowledgement of one member's read confirm
+    /// another's, and a deposed leader answer from its old state. etcd's request ids carry the
+    /// member id and a time for the same reason.
+    fn read_context(&self, seq: u64) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(24);
+        ctx.extend_from_slice(&self.config.id.to_le_bytes());
+        ctx.extend_from_slice(&self.boot_ns.to_le_bytes());
+        ctx.extend_from_slice(&seq.to_le_bytes());
+        ctx
+    }
+
     fn read_index_confirmed(&mut self, ctx: &[u8], index: u64) {
         if self.raw.raft.state == StateRole::Leader {
             self.confirmed_read = Some((self.raw.raft.term, index));
         }
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+        let own = self.read_context(0);
+        let Some(seq) = ctx
+            .strip_prefix(&own[..16])
+            .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+            .map(u64::from_le_bytes)
+        else {
             return;
         };
-        let seq = u64::from_le_bytes(bytes);
         if let Some(read) = self.pending_reads.get_mut(&seq) {
             read.index = Some(index);
         }
