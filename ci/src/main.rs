@@ -27,7 +27,7 @@ use faultline_checkers::watch::WatchHistory;
 use faultline_store::node::failpoint::FAILPOINTS;
 use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::OpMix;
-use faultline_workloads::{FaultProfile, WorkloadConfig, WorkloadKind};
+use faultline_workloads::{FaultProfile, WorkloadKind};
 
 /// Prints a line to stdout; a closed pipe (`faultline run | head`) is not an error.
 macro_rules! say {
@@ -163,6 +163,10 @@ struct RunArgs {
     /// follower per member) [default: 2; real mode runs none].
     #[arg(long)]
     watchers: Option<u32>,
+    /// Clients that talk to one member only, as the API servers of a stacked Kubernetes
+    /// control plane talk to their local member (client i to the i-th member) [default: 0].
+    #[arg(long)]
+    pinned_clients: Option<u32>,
     /// Operation weights of the etcd-kv traffic that differ from the defaults, e.g.
     /// put=20,delete=20 (get, list, stale_get, put, delete, multi_txn, cas, lease_put,
     /// lease_revoke).
@@ -366,8 +370,11 @@ fn run_config(args: &RunArgs, bugs: PlantedBugs) -> Result<RunConfig, String> {
     if let Some(every) = args.defrag_every {
         config.backend.defrag_every_ms = every;
     }
+    if let Some(pinned) = args.pinned_clients {
+        config.workload.pinned_clients = pinned;
+    }
     config.workload.watchers = match args.target {
-        RunTarget::Sim => args.watchers.unwrap_or(WorkloadConfig::default().watchers),
+        RunTarget::Sim => args.watchers.unwrap_or(config.workload.watchers),
         RunTarget::Etcd => 0,
     };
     Ok(config)

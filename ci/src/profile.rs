@@ -46,6 +46,8 @@ pub struct Profile {
     pub batch_limit: Option<u64>,
     pub compaction_batch_limit: Option<usize>,
     pub defrag_every_ms: Option<u64>,
+    pub watchers: Option<u32>,
+    pub pinned_clients: Option<u32>,
 }
 
 const NONE: Profile = Profile {
@@ -60,6 +62,8 @@ const NONE: Profile = Profile {
     batch_limit: None,
     compaction_batch_limit: None,
     defrag_every_ms: None,
+    watchers: None,
+    pinned_clients: None,
 };
 
 /// Every profile.
@@ -103,6 +107,16 @@ pub const PROFILES: &[Profile] = &[
         compaction_batch_limit: Some(2),
         ..NONE
     },
+    Profile {
+        name: "leader-pause",
+        about: "3 members under swarm faults, half the clients each talking to one member only \
+                (as API servers talk to their local member), so that a paused and resumed old \
+                leader still has clients (etcd 20418)",
+        nodes: Some(3),
+        faults: Some(FaultProfile::Swarm),
+        pinned_clients: Some(4),
+        ..NONE
+    },
 ];
 
 impl Profile {
@@ -134,6 +148,12 @@ impl Profile {
         }
         if let Some(every) = self.defrag_every_ms {
             config.backend.defrag_every_ms = every;
+        }
+        if let Some(watchers) = self.watchers {
+            config.workload.watchers = watchers;
+        }
+        if let Some(pinned) = self.pinned_clients {
+            config.workload.pinned_clients = pinned;
         }
         Ok(())
     }

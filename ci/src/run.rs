@@ -170,6 +170,15 @@ impl RunConfig {
                 self.workload.rate_per_client
             ));
         }
+        if self.workload.pinned_clients > self.workload.clients {
+            return Err(format!(
+                "--pinned-clients must be at most --clients ({}; got {})",
+                self.workload.clients, self.workload.pinned_clients
+            ));
+        }
+        if self.target == RunTarget::Etcd && self.workload.pinned_clients > 0 {
+            return Err("--pinned-clients is not supported with --target etcd yet".into());
+        }
         if self.snapshot_entries < 10 || self.snapshot_entries > 10_000_000 {
             return Err(format!(
                 "--snapshot-entries must be 10 to 10000000 (got {})",
@@ -296,6 +305,12 @@ impl RunConfig {
                 self.backend.defrag_every_ms
             ));
         }
+        if self.workload.pinned_clients > 0 {
+            cmd.push_str(&format!(
+                " --pinned-clients {}",
+                self.workload.pinned_clients
+            ));
+        }
         for bug in self.bugs.enabled() {
             cmd.push_str(&format!(" --bug {bug}"));
         }
@@ -406,7 +421,10 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
     let mut workers = Vec::new();
     for c in 0..config.workload.clients as u64 {
         let (recorder, workload, seed) = (recorder.clone(), config.workload.clone(), config.seed);
-        let client_config = cluster.client_config();
+        let mut client_config = cluster.client_config();
+        if c < u64::from(config.workload.pinned_clients) {
+            client_config.members = vec![members[c as usize % members.len()]];
+        }
         workers.push(
             cluster.spawn_client(client_config, move |client| async move {
                 match workload.kind {

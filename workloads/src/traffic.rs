@@ -185,6 +185,11 @@ pub struct WorkloadConfig {
     /// informer and one follower per member).
     #[serde(default)]
     pub watchers: u32,
+    /// Clients that talk to one member only (client i to the i-th member, round the cluster),
+    /// as each API server of a stacked Kubernetes control plane talks to its local member;
+    /// the others fail over across every member.
+    #[serde(default)]
+    pub pinned_clients: u32,
 }
 
 impl Default for WorkloadConfig {
@@ -198,6 +203,7 @@ impl Default for WorkloadConfig {
             compact_every_ms: 3_000,
             lease_ttl_secs: 3_600,
             watchers: 2,
+            pinned_clients: 0,
         }
     }
 }

@@ -83,12 +83,12 @@ impl SwarmKind {
         use SwarmKind::*;
         match self {
             Isolate | Partition | CutLink | Swizzle => Hold::links(),
-            NewLeader | SnapshotCrash => Hold {
+            NewLeader | SnapshotCrash | LeaderPause => Hold {
                 links: true,
                 down: true,
                 ..Hold::default()
             },
-            Crash | Pause | LeaderPause | DiskFull | SyncError | CrashPoint => Hold {
+            Crash | Pause | DiskFull | SyncError | CrashPoint => Hold {
                 down: true,
                 ..Hold::default()
             },
@@ -375,14 +375,25 @@ impl Draw<'_> {
                 |node| Fault::Resume { node },
             ),
             SwarmKind::LeaderPause => {
+                // Paused until another member is elected (etcd's election takes about a
+                // second). Half the time its links to the other members are cut as well and
+                // healed a while after the resume: until it notices it lost its quorum, the
+                // resumed member still believes it leads (etcd 20418).
                 let node = self.member(rng);
-                // Long enough for an election after the pause (etcd's is about a second).
-                vec![
-                    self.at(0, Fault::Pause { node }).aimed(Aim::Leader),
+                let (cut, held) = (rng.gen_bool(0.5), rng.gen_range(300..2_000));
+                let mut faults = vec![self.at(0, Fault::Pause { node }).aimed(Aim::Leader)];
+                if cut {
+                    faults.push(self.at(0, Fault::Isolate { node }).aimed(Aim::Same(1)));
+                }
+                faults.push(
                     self.at(length + 3_000, Fault::Resume { node })
                         .aimed(Aim::Same(1))
                         .waiting(Wait::NewLeader),
-                ]
+                );
+                if cut {
+                    faults.push(self.at(length + 3_000 + held, Fault::Heal));
+                }
+                faults
             }
             SwarmKind::NewLeader => {
                 let (node, held) = (self.member(rng), rng.gen_range(300..2_000));
