@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use super::time::{now, Instant};
 use madsim::net::Endpoint;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -588,8 +588,17 @@ impl<D: Disk> Node<D> {
         });
     }
 
-    fn send_peer(&self, msgs: Vec<Message>) {
+    /// Sends raft messages to their members. A snapshot is reported sent as soon as it leaves,
+    /// as etcd's snapshot sender reports it once the transfer completes: raft-rs holds the
+    /// follower's progress (no appends, no new snapshot) until it hears how the snapshot went,
+    /// so a snapshot lost on the way or by a follower that crashed before saving it would
+    /// otherwise leave that follower behind for good. If it did not arrive, the follower's next
+    /// answer rejects the leader's probe and a new snapshot goes out.
+    fn send_peer(&mut self, msgs: Vec<Message>) {
         for msg in msgs {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.raw.report_snapshot(msg.to, SnapshotStatus::Finish);
+            }
             let to = member_addr(msg.to);
             let endpoint = self.endpoint.clone();
             madsim::task::spawn(async move {
