@@ -143,6 +143,10 @@ pub enum FailAction {
     Crash,
     /// Stall the member at the point for `ms` (gofail's `sleep`).
     Sleep { ms: u64 },
+    /// The member's process panics at the point, as a failed invariant check of etcd does: a
+    /// finding of the run (see `faultline_sim::Cluster::panics`), never drawn by a fault
+    /// profile, armed only by a schedule that asks for it.
+    Panic,
 }
 
 impl fmt::Display for FailAction {
@@ -150,6 +154,7 @@ impl fmt::Display for FailAction {
         match self {
             FailAction::Crash => write!(f, "crash"),
             FailAction::Sleep { ms } => write!(f, "sleep {ms}ms"),
+            FailAction::Panic => write!(f, "panic"),
         }
     }
 }
@@ -272,6 +277,7 @@ impl Failpoints {
             Some((FailAction::Sleep { ms }, _)) => {
                 madsim::time::sleep(Duration::from_millis(ms)).await;
             }
+            Some((FailAction::Panic, _)) => panic!("failpoint {name} armed to panic"),
             Some((FailAction::Crash, hook)) => {
                 if let Some(hook) = hook {
                     hook(name);

@@ -210,6 +210,7 @@ mod tests {
                 assert!(failpoint(point).is_some() && members.contains(node));
                 match action {
                     FailAction::Crash => actions.0 += 1,
+                    FailAction::Panic => panic!("seed {seed}: a drawn episode never panics"),
                     FailAction::Sleep { ms } => {
                         assert!((100..=1_000).contains(ms));
                         actions.1 += 1;
