@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -186,6 +187,7 @@ struct Member {
     clock: Clock,
     probe: NodeProbe,
     failpoints: Failpoints,
+    watch_delivery: Arc<AtomicUsize>,
     control: MemberControl,
 }
 
@@ -243,6 +245,7 @@ impl Cluster {
                 probe: NodeProbe::default(),
                 commits: commits.clone(),
                 failpoints: Failpoints::new(),
+                watch_delivery: Arc::default(),
             };
             let init_env = env.clone();
             let liveness = Arc::new(Mutex::new(Liveness {
@@ -317,6 +320,7 @@ impl Cluster {
                 clock: env.clock,
                 probe: env.probe,
                 failpoints: env.failpoints,
+                watch_delivery: env.watch_delivery,
                 control,
             };
             members.insert(id, member);
@@ -519,6 +523,10 @@ impl Cluster {
                 .member(*node)
                 .disk
                 .fail_next_sync(std::io::ErrorKind::Other),
+            Fault::SlowWatchStreams { node, responses } => self
+                .member(*node)
+                .watch_delivery
+                .store(*responses as usize, Ordering::SeqCst),
             Fault::Failpoint {
                 node,
                 point,
@@ -650,6 +658,9 @@ impl Cluster {
             }
             if self.full_disks.contains(&node) {
                 self.apply(&Fault::DiskFree { node });
+            }
+            if self.member(node).watch_delivery.load(Ordering::SeqCst) != 0 {
+                self.apply(&Fault::SlowWatchStreams { node, responses: 0 });
             }
             // Sync errors injected but not yet hit would stop the member again after healing.
             let dropped = self.member(node).disk.clear_sync_faults();

@@ -52,6 +52,9 @@ pub enum Fault {
     /// The next fsync on the member's disk fails with EIO and makes nothing durable; the member
     /// stops on it, as etcd exits on a failed WAL sync.
     SyncError { node: NodeId },
+    /// The member's watch streams deliver at most `responses` responses each per watch sync
+    /// interval (100 ms), as slow or congested watch clients make them; 0 lifts the limit.
+    SlowWatchStreams { node: NodeId, responses: u32 },
     /// Arms the crash point `point` (one of
     /// [`FAILPOINTS`](faultline_store::node::failpoint::FAILPOINTS)) on a member: it acts on its
     /// `hit`-th hit from now (1 = the next), once. `crash` kills the member there exactly as
@@ -115,6 +118,7 @@ impl Fault {
             | Fault::DiskFull { node }
             | Fault::DiskFree { node }
             | Fault::SyncError { node }
+            | Fault::SlowWatchStreams { node, .. }
             | Fault::Failpoint { node, .. }
             | Fault::ClearFailpoint { node, .. } => vec![*node],
             Fault::Partition { left, right } => left.iter().chain(right).copied().collect(),
@@ -138,6 +142,7 @@ impl Fault {
             | Fault::DiskFull { node: n }
             | Fault::DiskFree { node: n }
             | Fault::SyncError { node: n }
+            | Fault::SlowWatchStreams { node: n, .. }
             | Fault::Failpoint { node: n, .. }
             | Fault::ClearFailpoint { node: n, .. } => *n = node,
             _ => return None,
@@ -200,6 +205,12 @@ impl fmt::Display for Fault {
             Fault::DiskFull { node } => write!(f, "disk full n{node}"),
             Fault::DiskFree { node } => write!(f, "disk free n{node}"),
             Fault::SyncError { node } => write!(f, "sync error n{node}"),
+            Fault::SlowWatchStreams { node, responses: 0 } => {
+                write!(f, "watch streams of n{node} at full speed")
+            }
+            Fault::SlowWatchStreams { node, responses } => {
+                write!(f, "slow watch streams n{node} ({responses} responses per 100 ms)")
+            }
             Fault::Latency { min_ms, max_ms } => write!(f, "latency {min_ms}-{max_ms}ms"),
             Fault::PacketLoss { permille } => write!(f, "packet loss {permille}‰"),
             Fault::DiskStall { node, ms } => write!(f, "disk stall n{node} {ms}ms"),

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -324,6 +324,10 @@ pub struct NodeEnv<D: Disk> {
     pub commits: CommitLog,
     /// The member's named crash points (armed by the harness, reached by the shell).
     pub failpoints: Failpoints,
+    /// How many responses each watch stream may deliver per watch sync interval; 0 is no
+    /// limit. A limit stands for slow or congested watch clients: gRPC flow control then fills
+    /// the member's send buffers, as in etcd 17529 (set by the harness).
+    pub watch_delivery: Arc<AtomicUsize>,
 }
 
 /// Runs a member until its node is killed. Recovers from disk first.
@@ -619,7 +623,7 @@ impl<D: Disk> Node<D> {
             Input::Tick => self.on_tick(),
             Input::WatchSync => {
                 self.store.watch_sync();
-                self.flush_watches();
+                self.flush_watches_limited();
             }
             Input::WatchProgress => {
                 self.store.watch_progress_tick();
@@ -888,11 +892,27 @@ impl<D: Disk> Node<D> {
         id
     }
 
-    /// Sends every waiting watch response, numbered per stream.
+    /// Sends every waiting watch response, numbered per stream, unless delivery is limited:
+    /// then responses go out only at the watch sync interval (see `NodeEnv::watch_delivery`).
     fn flush_watches(&mut self) {
+        if self.env.watch_delivery.load(Ordering::SeqCst) == 0 {
+            self.send_watch_responses(usize::MAX);
+        }
+    }
+
+    /// Sends what each stream's delivery limit lets through this interval.
+    fn flush_watches_limited(&mut self) {
+        let limit = match self.env.watch_delivery.load(Ordering::SeqCst) {
+            0 => usize::MAX,
+            n => n,
+        };
+        self.send_watch_responses(limit);
+    }
+
+    fn send_watch_responses(&mut self, per_stream: usize) {
         let ids: Vec<u64> = self.streams.keys().copied().collect();
         for stream in ids {
-            let responses = self.store.watch_take(stream, usize::MAX);
+            let responses = self.store.watch_take(stream, per_stream);
             if responses.is_empty() {
                 continue;
             }

@@ -49,10 +49,13 @@ pub enum SwarmKind {
     CrashPoint,
     /// Isolate a member until it lags, then crash it at a snapshot-install point as it catches up.
     SnapshotCrash,
+    /// Slow the watch streams of a member to a few responses per 100 ms, as slow or congested
+    /// watch clients do: its send buffers fill and its watchers fall behind (etcd 17529).
+    SlowWatchers,
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 16] = [
+    pub const ALL: [SwarmKind; 17] = [
         SwarmKind::Isolate,
         SwarmKind::Partition,
         SwarmKind::CutLink,
@@ -69,6 +72,7 @@ impl SwarmKind {
         SwarmKind::Clock,
         SwarmKind::CrashPoint,
         SwarmKind::SnapshotCrash,
+        SwarmKind::SlowWatchers,
     ];
 
     pub fn name(&self) -> String {
@@ -104,6 +108,7 @@ impl SwarmKind {
                 clock: true,
                 ..Hold::default()
             },
+            SlowWatchers => Hold::default(),
         }
     }
 }
@@ -449,6 +454,14 @@ impl Draw<'_> {
                 faults
             }
             SwarmKind::SnapshotCrash => self.snapshot_crash(rng),
+            SwarmKind::SlowWatchers => {
+                let responses = rng.gen_range(1..=4);
+                self.on_member(
+                    rng,
+                    |node| Fault::SlowWatchStreams { node, responses },
+                    |node| Fault::SlowWatchStreams { node, responses: 0 },
+                )
+            }
         }
     }
 
