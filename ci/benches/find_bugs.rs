@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use faultline::check::judge_run;
 use faultline::profile::Profile;
-use faultline::run::{simulate_run, RunConfig};
+use faultline::run::{schedule_for, simulate_run, RunConfig};
+use faultline::shrink::{shrink, Budget, Candidate};
 use faultline_store::PlantedBugs;
 use faultline_workloads::traffic::OpMix;
 use faultline_workloads::{FaultProfile, WorkloadConfig};
@@ -65,6 +66,7 @@ fn many_watchers(seed: u64) -> RunConfig {
 fn snapshots(seed: u64) -> RunConfig {
     RunConfig {
         seed,
+        duration_ms: 10_000,
         snapshot_entries: 50,
         workload: WorkloadConfig {
             watchers: 4,
@@ -79,11 +81,31 @@ fn profile(name: &str, seed: u64) -> RunConfig {
 }
 
 const TARGETS: &[Target] = &[
-    Target { bug: "stale-reads", etcd: "(catalog: stale read)", scenario: plain },
-    Target { bug: "watch-duplicate-event", etcd: "17247", scenario: watch_heavy },
-    Target { bug: "watch-progress-overtakes", etcd: "15220", scenario: watch_heavy },
-    Target { bug: "watch-compact-revision", etcd: "18089", scenario: watch_heavy },
-    Target { bug: "watch-snapshot-replay", etcd: "15271", scenario: watch_heavy },
+    Target {
+        bug: "stale-reads",
+        etcd: "(catalog: stale read)",
+        scenario: plain,
+    },
+    Target {
+        bug: "watch-duplicate-event",
+        etcd: "17247",
+        scenario: watch_heavy,
+    },
+    Target {
+        bug: "watch-progress-overtakes",
+        etcd: "15220",
+        scenario: watch_heavy,
+    },
+    Target {
+        bug: "watch-compact-revision",
+        etcd: "18089",
+        scenario: watch_heavy,
+    },
+    Target {
+        bug: "watch-snapshot-replay",
+        etcd: "15271",
+        scenario: watch_heavy,
+    },
     Target {
         bug: "consistent-index-not-atomic",
         etcd: "13766",
@@ -109,9 +131,21 @@ const TARGETS: &[Target] = &[
         etcd: "19179",
         scenario: |seed| profile("compaction", seed),
     },
-    Target { bug: "read-index-reused", etcd: "20418", scenario: plain },
-    Target { bug: "victim-watchers-starved", etcd: "17529", scenario: many_watchers },
-    Target { bug: "future-watch-after-restore", etcd: "20221", scenario: snapshots },
+    Target {
+        bug: "read-index-reused",
+        etcd: "20418",
+        scenario: |seed| profile("leader-pause", seed),
+    },
+    Target {
+        bug: "future-watch-after-restore",
+        etcd: "20221",
+        scenario: snapshots,
+    },
+    Target {
+        bug: "victim-watchers-starved",
+        etcd: "17529",
+        scenario: many_watchers,
+    },
 ];
 
 /// What one seed range came to: runs to the first finding (None: not found), and wall time.
@@ -191,10 +225,14 @@ fn show(value: Option<f64>, digits: usize) -> String {
 fn main() {
     let ranges = env_number("FAULTLINE_RANGES", 20);
     let max_runs = env_number("FAULTLINE_MAX_RUNS", 150);
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     println!("| bug | etcd | faults | found in | median runs | median wall s | worst range | other failures |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut firsts = Vec::new();
+    let mut shrinks = Vec::new();
     for target in TARGETS {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == target.bug) {
             continue;
@@ -203,8 +241,7 @@ fn main() {
             let results: Vec<Range> = (0..ranges)
                 .map(|k| search(target, faults, k, max_runs))
                 .collect();
-            let runs: Vec<Option<f64>> =
-                results.iter().map(|r| r.runs.map(|n| n as f64)).collect();
+            let runs: Vec<Option<f64>> = results.iter().map(|r| r.runs.map(|n| n as f64)).collect();
             let walls: Vec<Option<f64>> = results
                 .iter()
                 .map(|r| r.runs.map(|_| r.wall.as_secs_f64()))
@@ -228,12 +265,57 @@ fn main() {
                 show(median(&walls), 1),
             );
             if let Some((seed, what)) = results.first().and_then(|r| r.first.clone()) {
-                firsts.push(format!("{} under {}: seed {seed}: {what}", target.bug, faults.name()));
+                firsts.push(format!(
+                    "{} under {}: seed {seed}: {what}",
+                    target.bug,
+                    faults.name()
+                ));
+                if faults == FaultProfile::Swarm {
+                    shrinks.push(shrink_row(target, seed));
+                }
             }
         }
     }
     println!();
     for first in firsts {
         println!("{first}");
+    }
+    println!();
+    println!("| bug | seed | fails on | before: faults, ops, sim s | after: faults, ops, sim s | runs | shrink wall s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for row in shrinks {
+        println!("{row}");
+    }
+}
+
+/// Shrinks the first swarm finding of range 0 (300 runs, 120 s at most) into a table row.
+fn shrink_row(target: &Target, seed: u64) -> String {
+    let mut config = (target.scenario)(seed);
+    config.faults = FaultProfile::Swarm;
+    config.bugs.enable(target.bug).expect("a known bug");
+    let schedule = match schedule_for(&config) {
+        Ok(schedule) => schedule,
+        Err(e) => return format!("| `{}` | {seed} | {e} | | | | |", target.bug),
+    };
+    let budget = Budget {
+        max_runs: 300,
+        max_wall: Duration::from_secs(120),
+    };
+    match shrink(Candidate { config, schedule }, budget, &mut |_| {}) {
+        Ok(s) => format!(
+            "| `{}` | {seed} | {} | {}, {}, {:.1} | {}, {}, {:.1} | {} | {:.1}{} |",
+            target.bug,
+            s.failure,
+            s.before.faults,
+            s.before.operations,
+            s.before.simulated_ms as f64 / 1000.0,
+            s.after.faults,
+            s.after.operations,
+            s.after.simulated_ms as f64 / 1000.0,
+            s.runs,
+            s.wall.as_secs_f64(),
+            if s.budget_reached { " (budget)" } else { "" }
+        ),
+        Err(e) => format!("| `{}` | {seed} | {e} | | | | |", target.bug),
     }
 }

@@ -283,7 +283,13 @@ impl Shrinker<'_> {
     /// Each remaining episode made shorter: its later faults moved halfway to its first, while
     /// the run still fails (an episode shorter than 100 ms is left alone).
     fn lengths(&mut self) {
-        let ids: BTreeSet<u32> = self.best.schedule.faults.iter().filter_map(|t| t.episode).collect();
+        let ids: BTreeSet<u32> = self
+            .best
+            .schedule
+            .faults
+            .iter()
+            .filter_map(|t| t.episode)
+            .collect();
         for id in ids {
             for _ in 0..6 {
                 let mut schedule = self.best.schedule.clone();
@@ -292,7 +298,10 @@ impl Shrinker<'_> {
                     .collect();
                 let Some(&first) = indices.first() else { break };
                 let start = schedule.faults[first].at_ms;
-                let span = indices.iter().map(|&i| schedule.faults[i].at_ms - start).max();
+                let span = indices
+                    .iter()
+                    .map(|&i| schedule.faults[i].at_ms - start)
+                    .max();
                 if span.is_none_or(|span| span < 100) {
                     break;
                 }
@@ -339,18 +348,42 @@ impl Shrinker<'_> {
 
     /// A smaller workload, one knob at a time: halved while the run fails, then one less.
     fn workload(&mut self) {
-        type Knob = (&'static str, u32, fn(&RunConfig) -> u32, fn(&mut RunConfig, u32));
+        type Knob = (
+            &'static str,
+            u32,
+            fn(&RunConfig) -> u32,
+            fn(&mut RunConfig, u32),
+        );
         let knobs: [Knob; 4] = [
-            ("clients", 1, |c| c.workload.clients, |c, v| c.workload.clients = v),
-            ("rate", 1, |c| c.workload.rate_per_client, |c, v| c.workload.rate_per_client = v),
+            (
+                "clients",
+                1,
+                |c| c.workload.clients,
+                |c, v| c.workload.clients = v,
+            ),
+            (
+                "rate",
+                1,
+                |c| c.workload.rate_per_client,
+                |c, v| c.workload.rate_per_client = v,
+            ),
             ("keys", 1, |c| c.workload.keys, |c, v| c.workload.keys = v),
-            ("watchers", 0, |c| c.workload.watchers, |c, v| c.workload.watchers = v),
+            (
+                "watchers",
+                0,
+                |c| c.workload.watchers,
+                |c, v| c.workload.watchers = v,
+            ),
         ];
         for (name, floor, get, set) in knobs {
             let mut halving = true;
             loop {
                 let current = get(&self.best.config);
-                let next = if halving { (current / 2).max(floor) } else { current.saturating_sub(1).max(floor) };
+                let next = if halving {
+                    (current / 2).max(floor)
+                } else {
+                    current.saturating_sub(1).max(floor)
+                };
                 if next >= current {
                     if halving {
                         halving = false;
@@ -543,7 +576,9 @@ fn write_shrunk(out: &Path, shrunk: &Shrunk) -> Result<u8, String> {
     print!("{summary}");
     println!("wrote {}", out.display());
     if !shrunk.failure.matches(&judged.verdict) {
-        return Err("the shrunk run did not fail the same way when written: a nondeterminism".into());
+        return Err(
+            "the shrunk run did not fail the same way when written: a nondeterminism".into(),
+        );
     }
     Ok(judged.verdict.exit_code())
 }

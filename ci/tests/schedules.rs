@@ -26,7 +26,8 @@ fn write(path: &Path, text: &str) -> String {
 fn a_swarm_run_prints_its_drawn_parameters_and_its_saved_schedule_replays_it_exactly() {
     let dir = scratch("swarm");
     let out = dir.to_str().unwrap();
-    let (code, first, stderr) = faultline(&["run", "--faults", "swarm", "--seed", "4", "--out", out]);
+    let (code, first, stderr) =
+        faultline(&["run", "--faults", "swarm", "--seed", "4", "--out", out]);
     assert_eq!(code, 0, "{first}{stderr}");
     let swarm = line_with(&first, "swarm:").expect("the drawn kinds are printed");
     assert!(swarm.contains(" x"), "{swarm}");
@@ -106,7 +107,10 @@ fn a_member_panic_is_a_finding_with_its_member_place_time_and_fault() {
             && stdout.contains("failpoint n2 beforeCommit panic"),
         "{stdout}"
     );
-    assert!(stdout.contains("verdict: FAIL: a member panicked"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: FAIL: a member panicked"),
+        "{stdout}"
+    );
     for file in [
         "history.jsonl",
         "schedule.json",
@@ -145,8 +149,14 @@ fn shrink_finds_a_smaller_run_that_fails_the_same_way_and_writes_its_replay() {
     let (code, run, stderr) = faultline(&args);
     assert_eq!(code, 1, "{run}{stderr}");
     let (code, stdout, stderr) = faultline(&["shrink", out]);
-    assert_eq!(code, 1, "the shrunk run fails as the original did: {stdout}{stderr}");
-    assert!(stdout.contains("fails on: linearizability violation"), "{stdout}");
+    assert_eq!(
+        code, 1,
+        "the shrunk run fails as the original did: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("fails on: linearizability violation"),
+        "{stdout}"
+    );
     let number = |prefix: &str, what: &str| -> f64 {
         let line = line_with(&stdout, prefix).unwrap_or_else(|| panic!("{prefix}\n{stdout}"));
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -156,8 +166,14 @@ fn shrink_finds_a_smaller_run_that_fails_the_same_way_and_writes_its_replay() {
             .unwrap_or_else(|| panic!("{what} in {line}"));
         words[at - 1].parse().unwrap()
     };
-    assert!(number("before:", "faults") > number("after:", "faults"), "{stdout}");
-    assert!(number("before:", "operations") > number("after:", "operations"), "{stdout}");
+    assert!(
+        number("before:", "faults") > number("after:", "faults"),
+        "{stdout}"
+    );
+    assert!(
+        number("before:", "operations") > number("after:", "operations"),
+        "{stdout}"
+    );
     let shrunk = dir.join("shrunk");
     for file in ["schedule.json", "config.json", "report.txt", "shrink.txt"] {
         assert!(shrunk.join(file).exists(), "{file} not written");

@@ -212,11 +212,14 @@ fn a_planted_bug_fails_the_sweep_and_keeps_only_the_failing_seed_s_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Sweep arguments, environment variables, and what the error must say.
+type BadCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_shards_and_ranges_exit_2_naming_the_problem() {
     let dir = scratch("bad");
     let out = dir.to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 9] = [
+    let cases: [BadCase; 9] = [
         (&["--seeds", "7..1"], &[], "ends before it starts"),
         (&["--seeds", "one..7"], &[], "is not a seed"),
         (

@@ -209,7 +209,10 @@ impl fmt::Display for Fault {
                 write!(f, "watch streams of n{node} at full speed")
             }
             Fault::SlowWatchStreams { node, responses } => {
-                write!(f, "slow watch streams n{node} ({responses} responses per 100 ms)")
+                write!(
+                    f,
+                    "slow watch streams n{node} ({responses} responses per 100 ms)"
+                )
             }
             Fault::Latency { min_ms, max_ms } => write!(f, "latency {min_ms}-{max_ms}ms"),
             Fault::PacketLoss { permille } => write!(f, "packet loss {permille}‰"),

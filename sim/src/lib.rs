@@ -10,9 +10,7 @@ pub mod disk;
 pub mod fault;
 pub mod panics;
 
-pub use cluster::{
-    simulate, Cluster, ClusterConfig, FailpointArming, MemberPanic, MemberStatus,
-};
+pub use cluster::{simulate, Cluster, ClusterConfig, FailpointArming, MemberPanic, MemberStatus};
 
 /// The simulation's random number generator: madsim's per-runtime generator, seeded from the
 /// run's seed (not `rand::thread_rng`, which would read real entropy). Everything the world

@@ -18,7 +18,10 @@ fn put(store: &mut Store, index: u64, key: &str, value: &str) {
         value: value.as_bytes().to_vec(),
         ..PutRequest::default()
     });
-    store.apply(index, &request, 0).expect("a new index").unwrap();
+    store
+        .apply(index, &request, 0)
+        .expect("a new index")
+        .unwrap();
 }
 
 fn watch_from(store: &mut Store, stream: u64, key: &str, start_revision: i64) -> i64 {
@@ -40,7 +43,6 @@ fn seen(responses: &[WatchResponse], watch_id: i64) -> (Vec<i64>, bool) {
     let compacted = mine.clone().any(|r| r.canceled && r.compact_revision > 0);
     (revisions, compacted)
 }
-
 
 /// Many watchers on one stream, all behind: the first ones fill the stream's outbox with their
 /// catch-up, so the last one finds it full; meanwhile its start revision was compacted.

@@ -168,7 +168,6 @@ mod tests {
     use super::*;
     use faultline_store::node::failpoint::failpoint;
 
-
     fn is_point_episode(fault: &Fault) -> bool {
         matches!(
             fault,

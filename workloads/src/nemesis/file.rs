@@ -16,7 +16,10 @@ impl Schedule {
         let object = value
             .as_object()
             .ok_or("a schedule is an object with a \"faults\" list")?;
-        if let Some(key) = object.keys().find(|k| !matches!(k.as_str(), "faults" | "swarm")) {
+        if let Some(key) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "faults" | "swarm"))
+        {
             return Err(format!(
                 "unknown field {key:?}; a schedule has \"faults\" (and \"swarm\")"
             ));
@@ -99,7 +102,8 @@ mod tests {
 
     #[test]
     fn a_bad_schedule_file_is_an_error_naming_the_entry() {
-        let bad_kind = r#"{"faults":[{"at_ms":100,"fault":"heal"},{"at_ms":200,"fault":"crashh","node":1}]}"#;
+        let bad_kind =
+            r#"{"faults":[{"at_ms":100,"fault":"heal"},{"at_ms":200,"fault":"crashh","node":1}]}"#;
         let error = Schedule::from_json(bad_kind).unwrap_err();
         assert!(error.starts_with("entry 2 "), "{error}");
         assert!(error.contains("crashh"), "{error}");
@@ -109,7 +113,9 @@ mod tests {
         assert!(Schedule::from_json("{\"faults\": [], \"fautls\": 1}")
             .unwrap_err()
             .contains("fautls"));
-        assert!(Schedule::from_json("{").unwrap_err().starts_with("not JSON"));
+        assert!(Schedule::from_json("{")
+            .unwrap_err()
+            .starts_with("not JSON"));
 
         let check = |json: &str| {
             Schedule::from_json(json)
@@ -119,7 +125,8 @@ mod tests {
         };
         let unordered = r#"{"faults":[{"at_ms":300,"fault":"heal"},{"at_ms":200,"fault":"heal"}]}"#;
         assert!(check(unordered).unwrap_err().contains("entry 2 (at 200ms)"));
-        let stray_same = r#"{"faults":[{"at_ms":1,"fault":"resume","node":1,"episode":1,"aim":{"same":1}}]}"#;
+        let stray_same =
+            r#"{"faults":[{"at_ms":1,"fault":"resume","node":1,"episode":1,"aim":{"same":1}}]}"#;
         assert!(check(stray_same).unwrap_err().contains("needs 1 earlier"));
         let aimed_heal = r#"{"faults":[{"at_ms":1,"fault":"heal","aim":"leader"}]}"#;
         assert!(check(aimed_heal).unwrap_err().contains("names one member"));

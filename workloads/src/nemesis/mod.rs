@@ -242,7 +242,6 @@ impl Schedule {
 mod tests {
     use super::*;
 
-
     #[test]
     fn a_schedule_is_a_function_of_its_seed_and_ends_its_faults_in_time() {
         let a = Schedule::generate(7, FaultProfile::Default, &[1, 2, 3], 30_000);

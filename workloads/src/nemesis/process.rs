@@ -50,34 +50,33 @@ impl ProcessFaults {
     /// `crashes` only kills, `none` nothing. Partitions need the simulated network and are
     /// refused.
     pub fn new(seed: u64, profile: FaultProfile, members: usize) -> Result<Self, String> {
-        let kinds = match profile {
-            FaultProfile::None => Vec::new(),
-            FaultProfile::Default => vec![ProcessFault::Kill, ProcessFault::Pause],
-            FaultProfile::Crashes => vec![ProcessFault::Kill],
-            FaultProfile::Partitions => {
-                return Err(
-                    "--faults partitions needs the simulated network; against real processes \
+        let kinds =
+            match profile {
+                FaultProfile::None => Vec::new(),
+                FaultProfile::Default => vec![ProcessFault::Kill, ProcessFault::Pause],
+                FaultProfile::Crashes => vec![ProcessFault::Kill],
+                FaultProfile::Partitions => {
+                    return Err(
+                        "--faults partitions needs the simulated network; against real processes \
                      the fault profiles are none, default (kills and pauses) and crashes (kills)"
-                        .to_string(),
-                )
-            }
-            FaultProfile::Swarm => {
-                return Err(
+                            .to_string(),
+                    )
+                }
+                FaultProfile::Swarm => return Err(
                     "--faults swarm draws partitions, disk faults and crash points that need the \
                      simulation; against real processes the fault profiles are none, default \
                      (kills and pauses) and crashes (kills)"
                         .to_string(),
-                )
-            }
-            FaultProfile::CrashPoints => {
-                return Err(
-                    "--faults crash-points arms the reference store's crash points; against \
+                ),
+                FaultProfile::CrashPoints => {
+                    return Err(
+                        "--faults crash-points arms the reference store's crash points; against \
                      real processes the fault profiles are none, default (kills and pauses) and \
                      crashes (kills)"
-                        .to_string(),
-                )
-            }
-        };
+                            .to_string(),
+                    )
+                }
+            };
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7072_6f63_6573_7321);
         let mut opening = kinds.clone();
         if opening.len() == 2 && rng.gen_bool(0.5) {
@@ -120,7 +119,6 @@ impl ProcessFaults {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn process_faults_are_a_function_of_the_seed_and_open_with_every_kind() {

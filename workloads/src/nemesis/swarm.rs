@@ -347,7 +347,8 @@ impl Draw<'_> {
         let length = self.length_ms;
         match kind {
             SwarmKind::Isolate => {
-                let mut faults = self.on_member(rng, |node| Fault::Isolate { node }, |_| Fault::Heal);
+                let mut faults =
+                    self.on_member(rng, |node| Fault::Isolate { node }, |_| Fault::Heal);
                 faults[1].aim = None;
                 faults
             }
@@ -431,7 +432,13 @@ impl Draw<'_> {
                 let (min_ms, max_ms) = self.params.latency_ms;
                 vec![
                     self.at(0, Fault::Latency { min_ms, max_ms }),
-                    self.at(length, Fault::Latency { min_ms: 1, max_ms: 9 }),
+                    self.at(
+                        length,
+                        Fault::Latency {
+                            min_ms: 1,
+                            max_ms: 9,
+                        },
+                    ),
                 ]
             }
             SwarmKind::Loss => {
@@ -507,9 +514,25 @@ impl Draw<'_> {
         for (i, node) in order.iter().enumerate() {
             still.retain(|m| m != node);
             let at = self.length_ms / 2 + i as u64 * step;
-            for other in self.members.iter().filter(|m| *m != node && !still.contains(m)) {
-                faults.push(self.at(at, Fault::HealLink { from: *node, to: *other }));
-                faults.push(self.at(at, Fault::HealLink { from: *other, to: *node }));
+            for other in self
+                .members
+                .iter()
+                .filter(|m| *m != node && !still.contains(m))
+            {
+                faults.push(self.at(
+                    at,
+                    Fault::HealLink {
+                        from: *node,
+                        to: *other,
+                    },
+                ));
+                faults.push(self.at(
+                    at,
+                    Fault::HealLink {
+                        from: *other,
+                        to: *node,
+                    },
+                ));
             }
         }
         faults
@@ -591,7 +614,10 @@ mod tests {
             assert!(a.validate(&members).is_ok(), "seed {seed}: {a}");
             assert!(a.faults.iter().all(|f| f.at_ms < 30_000));
             assert!(a.faults.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
-            let params = a.swarm.clone().expect("a swarm schedule says its parameters");
+            let params = a
+                .swarm
+                .clone()
+                .expect("a swarm schedule says its parameters");
             for kind in params.kinds.keys() {
                 *kinds_seen.entry(*kind).or_insert(0) += 1;
             }
@@ -607,7 +633,10 @@ mod tests {
             assert_eq!(Schedule::from_json(&json).unwrap(), a);
         }
         assert_eq!(kinds_seen.len(), SwarmKind::ALL.len(), "{kinds_seen:?}");
-        assert!(overlapped > 20, "only {overlapped} of 200 schedules overlap");
+        assert!(
+            overlapped > 20,
+            "only {overlapped} of 200 schedules overlap"
+        );
         assert_ne!(generate(1, &members, 30_000), generate(2, &members, 30_000));
     }
 
