@@ -14,231 +14,18 @@
 //! than a minority of members are down at once (one, in a cluster of one or two). Every episode
 //! ends before the run's end; the liveness phase heals whatever is left.
 
-use std::collections::BTreeMap;
-use std::fmt;
+mod params;
 
 use faultline_sim::Fault;
 use faultline_store::node::failpoint::FailAction;
 use faultline_store::node::protocol::NodeId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+
+use params::Hold;
+pub use params::{ClockDraw, SwarmKind, SwarmParams};
 
 use super::{Aim, Schedule, TimedFault, Wait};
-
-/// A kind of swarm episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SwarmKind {
-    Isolate,
-    Partition,
-    CutLink,
-    Swizzle,
-    Crash,
-    Pause,
-    /// Pause the leader until another member is elected, then resume it.
-    LeaderPause,
-    /// Isolate the leader, then pause the member that is elected after it.
-    NewLeader,
-    DiskStall,
-    DiskFull,
-    SyncError,
-    Latency,
-    Loss,
-    Clock,
-    CrashPoint,
-    /// Isolate a member until it lags, then crash it at a snapshot-install point as it catches up.
-    SnapshotCrash,
-    /// Slow the watch streams of a member to a few responses per 100 ms, as slow or congested
-    /// watch clients do: its send buffers fill and its watchers fall behind (etcd 17529).
-    SlowWatchers,
-}
-
-impl SwarmKind {
-    pub const ALL: [SwarmKind; 17] = [
-        SwarmKind::Isolate,
-        SwarmKind::Partition,
-        SwarmKind::CutLink,
-        SwarmKind::Swizzle,
-        SwarmKind::Crash,
-        SwarmKind::Pause,
-        SwarmKind::LeaderPause,
-        SwarmKind::NewLeader,
-        SwarmKind::DiskStall,
-        SwarmKind::DiskFull,
-        SwarmKind::SyncError,
-        SwarmKind::Latency,
-        SwarmKind::Loss,
-        SwarmKind::Clock,
-        SwarmKind::CrashPoint,
-        SwarmKind::SnapshotCrash,
-        SwarmKind::SlowWatchers,
-    ];
-
-    pub fn name(&self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-
-    /// What the episode holds while it lasts (see the module's overlap rule).
-    fn holds(&self) -> Hold {
-        use SwarmKind::*;
-        match self {
-            Isolate | Partition | CutLink | Swizzle => Hold::links(),
-            NewLeader | SnapshotCrash | LeaderPause => Hold {
-                links: true,
-                down: true,
-                ..Hold::default()
-            },
-            Crash | Pause | DiskFull | SyncError | CrashPoint => Hold {
-                down: true,
-                ..Hold::default()
-            },
-            Latency | Loss => Hold {
-                quality: true,
-                ..Hold::default()
-            },
-            DiskStall => Hold {
-                disk: true,
-                ..Hold::default()
-            },
-            Clock => Hold {
-                clock: true,
-                ..Hold::default()
-            },
-            SlowWatchers => Hold::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Hold {
-    links: bool,
-    quality: bool,
-    disk: bool,
-    clock: bool,
-    down: bool,
-}
-
-impl Hold {
-    fn links() -> Hold {
-        Hold {
-            links: true,
-            ..Hold::default()
-        }
-    }
-}
-
-/// One member's clock under the `clock` kind: skewed by `offset_ms`, then drifting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockDraw {
-    pub offset_ms: i64,
-    pub drift_ms_per_s: i64,
-}
-
-/// The parameters of one swarm run, drawn from its seed and printed with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwarmParams {
-    /// The kinds that are on, each with its weight (1–9).
-    pub kinds: BTreeMap<SwarmKind, u32>,
-    pub length_ms: (u64, u64),
-    /// Between the starts of two episodes; shorter than an episode means overlap.
-    pub gap_ms: (u64, u64),
-    pub max_overlap: u32,
-    /// Share of member faults aimed at the leader.
-    pub leader_percent: u32,
-    pub latency_ms: (u64, u64),
-    pub loss_permille: u32,
-    pub clocks: BTreeMap<NodeId, ClockDraw>,
-}
-
-impl SwarmParams {
-    /// Draws the parameters for `members` from `rng`.
-    pub fn draw(rng: &mut ChaCha8Rng, members: &[NodeId]) -> SwarmParams {
-        let mut kinds = BTreeMap::new();
-        for kind in SwarmKind::ALL {
-            if rng.gen_bool(0.5) {
-                kinds.insert(kind, rng.gen_range(1..=9));
-            }
-        }
-        if kinds.is_empty() {
-            let kind = SwarmKind::ALL[rng.gen_range(0..SwarmKind::ALL.len())];
-            kinds.insert(kind, 1);
-        }
-        let length_min = rng.gen_range(300..1_500);
-        let gap_min = rng.gen_range(200..1_500);
-        let latency_min = rng.gen_range(1..20);
-        let clocks = members
-            .iter()
-            .map(|m| {
-                let draw = ClockDraw {
-                    offset_ms: rng.gen_range(-2_000..=2_000),
-                    drift_ms_per_s: rng.gen_range(-50..=50),
-                };
-                (*m, draw)
-            })
-            .collect();
-        SwarmParams {
-            kinds,
-            length_ms: (length_min, length_min + rng.gen_range(500..5_000)),
-            gap_ms: (gap_min, gap_min + rng.gen_range(500..4_000)),
-            max_overlap: rng.gen_range(1..=3),
-            leader_percent: [0, 25, 50, 75, 100][rng.gen_range(0..5)],
-            latency_ms: (latency_min, latency_min + rng.gen_range(10..200)),
-            loss_permille: rng.gen_range(10..=300),
-            clocks,
-        }
-    }
-
-    fn pick_kind(&self, rng: &mut ChaCha8Rng) -> SwarmKind {
-        let total: u32 = self.kinds.values().sum();
-        let mut roll = rng.gen_range(0..total);
-        for (kind, weight) in &self.kinds {
-            if roll < *weight {
-                return *kind;
-            }
-            roll -= weight;
-        }
-        unreachable!("a roll below the total weight picks a kind")
-    }
-}
-
-impl fmt::Display for SwarmParams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kinds: Vec<String> = self
-            .kinds
-            .iter()
-            .map(|(k, w)| format!("{} x{w}", k.name()))
-            .collect();
-        writeln!(f, "  swarm: {}", kinds.join(", "))?;
-        writeln!(
-            f,
-            "         episodes {}-{} ms, one starting every {}-{} ms, up to {} at once, {}% aimed \
-             at the leader",
-            self.length_ms.0,
-            self.length_ms.1,
-            self.gap_ms.0,
-            self.gap_ms.1,
-            self.max_overlap,
-            self.leader_percent
-        )?;
-        let clocks: Vec<String> = self
-            .clocks
-            .iter()
-            .map(|(n, c)| format!("n{n} {:+}ms {:+}ms/s", c.offset_ms, c.drift_ms_per_s))
-            .collect();
-        writeln!(
-            f,
-            "         latency {}-{} ms, loss {}‰, clocks {}",
-            self.latency_ms.0,
-            self.latency_ms.1,
-            self.loss_permille,
-            clocks.join(", ")
-        )
-    }
-}
 
 /// Draws the parameters, then the episodes, from `seed`.
 pub(super) fn generate(seed: u64, members: &[NodeId], duration_ms: u64) -> Schedule {
@@ -380,39 +167,8 @@ impl Draw<'_> {
                 |node| Fault::Pause { node },
                 |node| Fault::Resume { node },
             ),
-            SwarmKind::LeaderPause => {
-                // Paused until another member is elected (etcd's election takes about a
-                // second). Half the time its links to the other members are cut as well and
-                // healed a while after the resume: until it notices it lost its quorum, the
-                // resumed member still believes it leads (etcd 20418).
-                let node = self.member(rng);
-                let (cut, held) = (rng.gen_bool(0.5), rng.gen_range(300..2_000));
-                let mut faults = vec![self.at(0, Fault::Pause { node }).aimed(Aim::Leader)];
-                if cut {
-                    faults.push(self.at(0, Fault::Isolate { node }).aimed(Aim::Same(1)));
-                }
-                faults.push(
-                    self.at(length + 3_000, Fault::Resume { node })
-                        .aimed(Aim::Same(1))
-                        .waiting(Wait::NewLeader),
-                );
-                if cut {
-                    faults.push(self.at(length + 3_000 + held, Fault::Heal));
-                }
-                faults
-            }
-            SwarmKind::NewLeader => {
-                let (node, held) = (self.member(rng), rng.gen_range(300..2_000));
-                vec![
-                    self.at(0, Fault::Isolate { node }).aimed(Aim::Leader),
-                    self.at(length + 3_000, Fault::Pause { node })
-                        .aimed(Aim::Leader)
-                        .waiting(Wait::NewLeader),
-                    self.at(length + 3_000, Fault::Heal),
-                    self.at(length + 3_000 + held, Fault::Resume { node })
-                        .aimed(Aim::Same(2)),
-                ]
-            }
+            SwarmKind::LeaderPause => self.leader_pause(rng),
+            SwarmKind::NewLeader => self.new_leader(rng),
             SwarmKind::DiskStall => {
                 let node = self.member(rng);
                 vec![self.at(0, Fault::DiskStall { node, ms: length })]
@@ -470,6 +226,43 @@ impl Draw<'_> {
                 )
             }
         }
+    }
+
+    fn leader_pause(&self, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
+        let length = self.length_ms;
+        // Paused until another member is elected (etcd's election takes about a
+        // second). Half the time its links to the other members are cut as well and
+        // healed a while after the resume: until it notices it lost its quorum, the
+        // resumed member still believes it leads (etcd 20418).
+        let node = self.member(rng);
+        let (cut, held) = (rng.gen_bool(0.5), rng.gen_range(300..2_000));
+        let mut faults = vec![self.at(0, Fault::Pause { node }).aimed(Aim::Leader)];
+        if cut {
+            faults.push(self.at(0, Fault::Isolate { node }).aimed(Aim::Same(1)));
+        }
+        faults.push(
+            self.at(length + 3_000, Fault::Resume { node })
+                .aimed(Aim::Same(1))
+                .waiting(Wait::NewLeader),
+        );
+        if cut {
+            faults.push(self.at(length + 3_000 + held, Fault::Heal));
+        }
+        faults
+    }
+
+    fn new_leader(&self, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
+        let length = self.length_ms;
+        let (node, held) = (self.member(rng), rng.gen_range(300..2_000));
+        vec![
+            self.at(0, Fault::Isolate { node }).aimed(Aim::Leader),
+            self.at(length + 3_000, Fault::Pause { node })
+                .aimed(Aim::Leader)
+                .waiting(Wait::NewLeader),
+            self.at(length + 3_000, Fault::Heal),
+            self.at(length + 3_000 + held, Fault::Resume { node })
+                .aimed(Aim::Same(2)),
+        ]
     }
 
     fn partition(&self, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
@@ -601,6 +394,8 @@ fn shuffle(members: &mut [NodeId], rng: &mut ChaCha8Rng) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -672,7 +467,12 @@ mod tests {
             .get(1)
             .map(|i| &schedule.faults[*i])
             .is_some_and(|f| f.wait.is_some() && matches!(f.fault, Fault::Pause { .. }));
+        let isolate_second = episode
+            .get(1)
+            .is_some_and(|i| matches!(schedule.faults[*i].fault, Fault::Isolate { .. }));
         match &first.fault {
+            Fault::Pause { .. } if isolate_second => SwarmKind::LeaderPause,
+            Fault::SlowWatchStreams { .. } => SwarmKind::SlowWatchers,
             Fault::Isolate { .. } if aimed_second => SwarmKind::NewLeader,
             Fault::Isolate { .. } if episode.len() == 4 => SwarmKind::SnapshotCrash,
             Fault::Isolate { .. } | Fault::Partition { .. } | Fault::CutLink { .. } => {
