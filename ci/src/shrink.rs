@@ -346,7 +346,7 @@ impl Shrinker<'_> {
         }
     }
 
-    /// A smaller workload, one knob at a time: halved while the run fails, then one less.
+    /// A smaller workload, one knob at a time, each the smallest value found that still fails.
     fn workload(&mut self) {
         type Knob = (
             &'static str,
@@ -376,32 +376,21 @@ impl Shrinker<'_> {
             ),
         ];
         for (name, floor, get, set) in knobs {
-            let mut halving = true;
-            loop {
-                let current = get(&self.best.config);
-                let next = if halving {
-                    (current / 2).max(floor)
-                } else {
-                    current.saturating_sub(1).max(floor)
-                };
-                if next >= current {
-                    if halving {
-                        halving = false;
-                        continue;
-                    }
-                    break;
-                }
+            // A binary search for the smallest value that still fails, between the floor and
+            // the current value (which fails).
+            let (mut low, mut high) = (floor, get(&self.best.config));
+            while low < high {
+                let mid = low + (high - low) / 2;
                 let mut config = self.best.config.clone();
-                set(&mut config, next);
+                set(&mut config, mid);
                 let candidate = Candidate {
                     config,
                     schedule: self.best.schedule.clone(),
                 };
-                match self.fails(candidate, &format!("{name} {next}")) {
+                match self.fails(candidate, &format!("{name} {mid}")) {
                     None => return,
-                    Some(true) => {}
-                    Some(false) if halving => halving = false,
-                    Some(false) => break,
+                    Some(true) => high = mid,
+                    Some(false) => low = mid + 1,
                 }
             }
         }
