@@ -229,6 +229,10 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    if std::env::var("FAULTLINE_SHRINK_ONLY").is_ok() {
+        shrink_only(&wanted, ranges, max_runs);
+        return;
+    }
     println!("| bug | etcd | faults | found in | median runs | median wall s | worst range | other failures |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut firsts = Vec::new();
@@ -264,7 +268,7 @@ fn main() {
                 show(median(&runs), 1),
                 show(median(&walls), 1),
             );
-            if let Some((seed, what)) = results.first().and_then(|r| r.first.clone()) {
+            if let Some((seed, what)) = results.iter().find_map(|r| r.first.clone()) {
                 firsts.push(format!(
                     "{} under {}: seed {seed}: {what}",
                     target.bug,
@@ -288,7 +292,25 @@ fn main() {
     }
 }
 
-/// Shrinks the first swarm finding of range 0 (300 runs, 120 s at most) into a table row.
+/// `FAULTLINE_SHRINK_ONLY`: for each bug, the first finding over the ranges in order, under
+/// swarm faults, shrunk; only the shrink table.
+fn shrink_only(wanted: &[String], ranges: u64, max_runs: u64) {
+    println!("| bug | seed | fails on | before: faults, ops, sim s | after: faults, ops, sim s | runs | shrink wall s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for target in TARGETS {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == target.bug) {
+            continue;
+        }
+        let found =
+            (0..ranges).find_map(|k| search(target, FaultProfile::Swarm, k, max_runs).first);
+        match found {
+            Some((seed, _)) => println!("{}", shrink_row(target, seed)),
+            None => println!("| `{}` | not found | | | | | |", target.bug),
+        }
+    }
+}
+
+/// Shrinks a swarm finding of `target` at `seed` (300 runs, 120 s at most) into a table row.
 fn shrink_row(target: &Target, seed: u64) -> String {
     let mut config = (target.scenario)(seed);
     config.faults = FaultProfile::Swarm;

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_store::node::client::{Client, ClientConfig};
@@ -189,6 +189,9 @@ struct Member {
     failpoints: Failpoints,
     watch_delivery: Arc<AtomicUsize>,
     control: MemberControl,
+    /// What the member's task calls when it ends by itself; holds the control (and through it
+    /// the runtime), so it is emptied when the cluster goes.
+    stopper: Arc<Mutex<Option<MemberControl>>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -218,6 +221,28 @@ pub struct Cluster {
     panics: Arc<Mutex<Vec<MemberPanic>>>,
     /// Members whose disk a [`Fault::DiskFull`] filled.
     full_disks: BTreeSet<NodeId>,
+    /// The clients' hosts, killed with the cluster (see its `Drop`).
+    client_nodes: Vec<madsim::task::NodeId>,
+}
+
+/// The members' crash hooks and stoppers hold the runtime's handle, and the runtime holds the
+/// members' tasks that hold them: a cycle that would keep every finished run's memory (its
+/// disks, its trace) alive in a process that runs many (a shrink, a test sweep).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for member in self.members.values() {
+            member.failpoints.clear_crash_hook();
+            if let Ok(mut stopper) = member.stopper.lock() {
+                *stopper = None;
+            }
+            // madsim drops a node's tasks when it is killed, and never otherwise: a member's
+            // loops would outlive the run, holding its state.
+            self.runtime.kill(member.handle.id());
+        }
+        for client in &self.client_nodes {
+            self.runtime.kill(*client);
+        }
+    }
 }
 
 impl Cluster {
@@ -256,7 +281,7 @@ impl Cluster {
             let init_panics = panics.clone();
             // The member's task stops its own node when it ends; the control exists only once
             // the node is built, before its task first runs.
-            let stopper: Arc<OnceLock<MemberControl>> = Arc::new(OnceLock::new());
+            let stopper: Arc<Mutex<Option<MemberControl>>> = Arc::default();
             let init_stopper = stopper.clone();
             let handle = runtime
                 .create_node()
@@ -291,7 +316,8 @@ impl Cluster {
                                 panics.lock().expect("member panics lock").push(panic);
                             }
                         }
-                        if let Some(control) = stopper.get() {
+                        let control = stopper.lock().expect("member stopper lock").clone();
+                        if let Some(control) = control {
                             control.stop();
                         }
                     }
@@ -306,9 +332,7 @@ impl Cluster {
                 started,
                 liveness,
             };
-            if stopper.set(control.clone()).is_err() {
-                unreachable!("each member's control is set once");
-            }
+            *stopper.lock().expect("member stopper lock") = Some(control.clone());
             // The member's task cannot run before `start` returns, so the hook is in place
             // before any point can be reached.
             let hook = control.clone();
@@ -322,6 +346,7 @@ impl Cluster {
                 failpoints: env.failpoints,
                 watch_delivery: env.watch_delivery,
                 control,
+                stopper,
             };
             members.insert(id, member);
         }
@@ -338,6 +363,7 @@ impl Cluster {
             armings: Vec::new(),
             panics,
             full_disks: BTreeSet::new(),
+            client_nodes: Vec::new(),
         }
     }
 
@@ -769,6 +795,7 @@ impl Cluster {
             .name(format!("client{n}"))
             .ip(ip)
             .build();
+        self.client_nodes.push(node.id());
         node.spawn(async move {
             let client = Client::connect(ip, config)
                 .await

@@ -231,6 +231,12 @@ impl Failpoints {
         Ok(())
     }
 
+    /// Drops the crash hook (it may hold what holds these points: a cycle to break when the
+    /// member is gone).
+    pub fn clear_crash_hook(&self) {
+        self.lock().crash_hook = None;
+    }
+
     /// Disarms `name` and says how it went (`None` if it was not armed).
     pub fn disarm(&self, name: &str) -> Option<Armed> {
         let point = failpoint(name)?;
