@@ -1,11 +1,13 @@
 //! How fast each planted bug is found from random seeds: for every bug, under `--faults swarm`
 //! and under `--faults default` (on the scenario knobs the bug needs), 20 disjoint seed ranges
 //! (seeds k·100000+1 onward), one run at a time; each range stops at its first safety finding.
-//! Prints the median runs and median wall seconds to the first finding, the worst range, and the
-//! first failing seed of range 0 with its reproducing command.
+//! Prints the median runs and median wall seconds to the first finding, the worst range, the
+//! first finding (in the first range that has one) with its reproducing command, and each bug's
+//! first swarm finding shrunk.
 //!
 //! `cargo bench -p faultline --bench find_bugs [-- BUG...]`; `FAULTLINE_RANGES` (20) and
-//! `FAULTLINE_MAX_RUNS` (150 per range) bound it.
+//! `FAULTLINE_MAX_RUNS` (100 per range) bound it; `FAULTLINE_SHRINK_ONLY=1` prints only the
+//! shrink table (each bug's first swarm finding over the ranges, shrunk).
 
 use std::time::{Duration, Instant};
 
@@ -224,7 +226,7 @@ fn show(value: Option<f64>, digits: usize) -> String {
 
 fn main() {
     let ranges = env_number("FAULTLINE_RANGES", 20);
-    let max_runs = env_number("FAULTLINE_MAX_RUNS", 150);
+    let max_runs = env_number("FAULTLINE_MAX_RUNS", 100);
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
