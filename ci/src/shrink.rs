@@ -409,7 +409,7 @@ pub fn shrink(
     let (verdict, before) = run(&original)?;
     let failure = Failure::of(&verdict).ok_or_else(|| {
         format!(
-            "the run passes when replayed (exit code {}): there is nothing to shrink",
+            "the run shows no violation, member panic or liveness failure when replayed (exit code {}): there is nothing to shrink",
             verdict.exit_code()
         )
     })?;
