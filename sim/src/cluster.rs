@@ -225,6 +225,43 @@ pub struct Cluster {
     client_nodes: Vec<madsim::task::NodeId>,
 }
 
+/// One member's process: the node shell until it ends. An end of its own (an error it exits on,
+/// or a panic, recorded in `panics` as a finding) stops the member through `stopper`.
+async fn member_process(
+    config: NodeConfig,
+    env: NodeEnv<SimDisk>,
+    started: Instant,
+    panics: Arc<Mutex<Vec<MemberPanic>>>,
+    stopper: Arc<Mutex<Option<MemberControl>>>,
+) {
+    let node = config.id;
+    let run = AssertUnwindSafe(run_node(config, env.clone()));
+    match crate::panics::catch(run).await {
+        Ok(Ok(())) => return,
+        // An environment fault (disk error, corrupt snapshot): the member stops, as etcd exits
+        // on a WAL error.
+        Ok(Err(e)) => env.trace.record(format!("n{node} stopped: {e}")),
+        Err(caught) => {
+            let panic = MemberPanic {
+                node,
+                at_ms: now().duration_since(started).as_millis() as u64,
+                message: caught.message,
+                location: caught.location,
+            };
+            env.trace.record(format!(
+                "n{node} panicked at {}: {}",
+                panic.location.as_deref().unwrap_or("an unknown place"),
+                panic.message
+            ));
+            panics.lock().expect("member panics lock").push(panic);
+        }
+    }
+    let control = stopper.lock().expect("member stopper lock").clone();
+    if let Some(control) = control {
+        control.stop();
+    }
+}
+
 /// The members' crash hooks and stoppers hold the runtime's handle, and the runtime holds the
 /// members' tasks that hold them: a cycle that would keep every finished run's memory (its
 /// disks, its trace) alive in a process that runs many (a shrink, a test sweep).
@@ -292,35 +329,7 @@ impl Cluster {
                     let env = init_env.clone();
                     let panics = init_panics.clone();
                     let stopper = init_stopper.clone();
-                    async move {
-                        let node = config.id;
-                        let run = AssertUnwindSafe(run_node(config, env.clone()));
-                        let at = || now().duration_since(started).as_millis() as u64;
-                        match crate::panics::catch(run).await {
-                            Ok(Ok(())) => return,
-                            // An environment fault (disk error, corrupt snapshot): the member
-                            // stops, as etcd exits on a WAL error.
-                            Ok(Err(e)) => env.trace.record(format!("n{node} stopped: {e}")),
-                            Err(caught) => {
-                                let panic = MemberPanic {
-                                    node,
-                                    at_ms: at(),
-                                    message: caught.message,
-                                    location: caught.location,
-                                };
-                                env.trace.record(format!(
-                                    "n{node} panicked at {}: {}",
-                                    panic.location.as_deref().unwrap_or("an unknown place"),
-                                    panic.message
-                                ));
-                                panics.lock().expect("member panics lock").push(panic);
-                            }
-                        }
-                        let control = stopper.lock().expect("member stopper lock").clone();
-                        if let Some(control) = control {
-                            control.stop();
-                        }
-                    }
+                    member_process(config, env, started, panics, stopper)
                 })
                 .build();
             let control = MemberControl {
