@@ -321,6 +321,7 @@ mod tests {
                 }],
             }],
             follows_to_end: true,
+            stream: None,
         };
         let watches = WatchHistory {
             meta: BTreeMap::new(),

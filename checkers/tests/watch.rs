@@ -158,6 +158,7 @@ fn watch(id: u64, key: &str, range_end: Option<&str>, start_revision: i64) -> W 
         opened_revision: None,
         items: Vec::new(),
         follows_to_end: false,
+        stream: None,
     })
 }
 

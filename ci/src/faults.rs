@@ -1,6 +1,7 @@
 //! Carrying out a fault schedule on a live cluster, on time: aimed faults are resolved to a member
 //! when they are applied (the leader, the member furthest behind, or the member an earlier fault
-//! of the episode hit), and a fault that waits for a new leader is applied as soon as a member its
+//! of the episode hit), a crash-point fault that picks its point is armed at one its member has
+//! passed, and a fault that waits for a new leader is applied as soon as a member its
 //! episode has not hit leads. The cluster's trace records each fault as applied. Never draws a
 //! fault: what happens is the schedule's alone, so the same schedule and seed give the same run.
 
@@ -8,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use faultline_sim::{Cluster, Fault, MemberStatus};
 use faultline_store::node::protocol::NodeId;
-use faultline_workloads::nemesis::{Aim, Wait};
+use faultline_workloads::nemesis::{Aim, PointPick, Wait};
 use faultline_workloads::{Schedule, TimedFault};
 
 /// A schedule being carried out.
@@ -20,6 +21,8 @@ pub struct FaultDriver {
     aimed: BTreeMap<u32, Vec<NodeId>>,
     /// Per episode, every member its faults hit so far.
     hit: BTreeMap<u32, BTreeSet<NodeId>>,
+    /// Per episode, the crash point its pick chose.
+    picked: BTreeMap<u32, String>,
     next: usize,
 }
 
@@ -31,6 +34,7 @@ impl FaultDriver {
             applied,
             aimed: BTreeMap::new(),
             hit: BTreeMap::new(),
+            picked: BTreeMap::new(),
             next: 0,
         }
     }
@@ -76,6 +80,10 @@ impl FaultDriver {
                 t.fault.aimed_at(node).unwrap_or_else(|| t.fault.clone())
             }
         };
+        let fault = match t.pick {
+            None => fault,
+            Some(pick) => self.pick_point(cluster, &t, pick, fault),
+        };
         if let Some(e) = t.episode {
             self.hit.entry(e).or_default().extend(fault.nodes());
         }
@@ -85,6 +93,38 @@ impl FaultDriver {
             self.next += 1;
         }
         fault
+    }
+
+    /// `fault` at the crash point `pick` says, on the member it already names.
+    fn pick_point(
+        &mut self,
+        cluster: &Cluster,
+        t: &TimedFault,
+        pick: PointPick,
+        fault: Fault,
+    ) -> Fault {
+        let point = match pick {
+            PointPick::Reached(n) => {
+                let Some(&node) = fault.nodes().first() else {
+                    return fault;
+                };
+                // In name order: the registry's map is ordered.
+                let passed: Vec<&str> =
+                    cluster.failpoints(node).reached_all().into_keys().collect();
+                let Some(point) = passed.get(n as usize % passed.len().max(1)) else {
+                    return fault;
+                };
+                if let Some(e) = t.episode {
+                    self.picked.insert(e, point.to_string());
+                }
+                point.to_string()
+            }
+            PointPick::Picked => match t.episode.and_then(|e| self.picked.get(&e)) {
+                Some(point) => point.clone(),
+                None => return fault,
+            },
+        };
+        fault.at_point(&point).unwrap_or(fault)
     }
 
     fn resolve(&self, cluster: &Cluster, t: &TimedFault, aim: Aim) -> NodeId {

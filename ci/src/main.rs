@@ -26,6 +26,7 @@ use faultline::sweep::{SweepAction, SweepArgs};
 use faultline_checkers::watch::WatchHistory;
 use faultline_store::node::failpoint::FAILPOINTS;
 use faultline_store::PlantedBugs;
+use faultline_workloads::nemesis::SwarmKind;
 use faultline_workloads::traffic::OpMix;
 use faultline_workloads::{FaultProfile, WorkloadKind};
 
@@ -163,6 +164,14 @@ struct RunArgs {
     /// follower per member) [default: 2; real mode runs none].
     #[arg(long)]
     watchers: Option<u32>,
+    /// With --faults swarm: kinds of episode always on at the highest weight, beside those the
+    /// seed draws, e.g. leader-pause,crash-point (the kind names a swarm schedule prints).
+    #[arg(long, value_delimiter = ',', value_parser = SwarmKind::parse)]
+    swarm_focus: Vec<SwarmKind>,
+    /// Watches each of those watchers opens at once on one stream, 1 to this many, as etcd's
+    /// client shares one stream among a client's watches [default: 1].
+    #[arg(long)]
+    watches_per_stream: Option<u32>,
     /// Clients that talk to one member only, as the API servers of a stacked Kubernetes
     /// control plane talk to their local member (client i to the i-th member) [default: 0].
     #[arg(long)]
@@ -372,6 +381,12 @@ fn run_config(args: &RunArgs, bugs: PlantedBugs) -> Result<RunConfig, String> {
     }
     if let Some(pinned) = args.pinned_clients {
         config.workload.pinned_clients = pinned;
+    }
+    if !args.swarm_focus.is_empty() {
+        config.swarm_focus = args.swarm_focus.clone();
+    }
+    if let Some(per_stream) = args.watches_per_stream {
+        config.workload.watches_per_stream = per_stream;
     }
     config.workload.watchers = match args.target {
         RunTarget::Sim => args.watchers.unwrap_or(config.workload.watchers),

@@ -3,6 +3,7 @@
 //! found from random seeds without a hand-written schedule. An option given on the command line
 //! wins over the profile; the profile wins over the defaults.
 
+use faultline_workloads::nemesis::SwarmKind;
 use faultline_workloads::traffic::OpMix;
 use faultline_workloads::FaultProfile;
 
@@ -47,7 +48,10 @@ pub struct Profile {
     pub compaction_batch_limit: Option<usize>,
     pub defrag_every_ms: Option<u64>,
     pub watchers: Option<u32>,
+    pub watches_per_stream: Option<u32>,
     pub pinned_clients: Option<u32>,
+    /// Swarm kinds always on (see `RunConfig::swarm_focus`).
+    pub swarm_focus: Option<&'static [SwarmKind]>,
 }
 
 const NONE: Profile = Profile {
@@ -63,7 +67,9 @@ const NONE: Profile = Profile {
     compaction_batch_limit: None,
     defrag_every_ms: None,
     watchers: None,
+    watches_per_stream: None,
     pinned_clients: None,
+    swarm_focus: None,
 };
 
 /// Every profile.
@@ -108,6 +114,20 @@ pub const PROFILES: &[Profile] = &[
         ..NONE
     },
     Profile {
+        name: "slow-watchers",
+        about: "3 members under swarm faults, 8 watchers each opening up to 6 watches on one \
+                stream, creates and deletes, compaction every 500 ms: slowed watch streams fill \
+                up and their watchers fall behind the compaction (etcd 17529)",
+        nodes: Some(3),
+        faults: Some(FaultProfile::Swarm),
+        compact_every_ms: Some(500),
+        mix: Some("put=20,delete=20"),
+        watchers: Some(8),
+        watches_per_stream: Some(6),
+        swarm_focus: Some(&[SwarmKind::SlowWatchers]),
+        ..NONE
+    },
+    Profile {
         name: "leader-pause",
         about: "3 members under swarm faults, half the clients each talking to one member only \
                 (as API servers talk to their local member), so that a paused and resumed old \
@@ -115,6 +135,7 @@ pub const PROFILES: &[Profile] = &[
         nodes: Some(3),
         faults: Some(FaultProfile::Swarm),
         pinned_clients: Some(4),
+        swarm_focus: Some(&[SwarmKind::LeaderPause]),
         ..NONE
     },
 ];
@@ -151,6 +172,12 @@ impl Profile {
         }
         if let Some(watchers) = self.watchers {
             config.workload.watchers = watchers;
+        }
+        if let Some(per_stream) = self.watches_per_stream {
+            config.workload.watches_per_stream = per_stream;
+        }
+        if let Some(focus) = self.swarm_focus {
+            config.swarm_focus = focus.to_vec();
         }
         if let Some(pinned) = self.pinned_clients {
             config.workload.pinned_clients = pinned;

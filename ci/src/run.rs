@@ -33,6 +33,8 @@ use faultline_workloads::{
 };
 use serde::{Deserialize, Serialize};
 
+use faultline_workloads::nemesis::SwarmKind;
+
 use crate::artifacts::ArtifactWriter;
 use crate::faults::FaultDriver;
 use crate::profile::BackendKnobs;
@@ -99,6 +101,9 @@ pub struct RunConfig {
     /// A schedule file the faults were read from instead of drawn from the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_file: Option<String>,
+    /// Swarm kinds always on, at the highest weight, beside those the seed draws.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swarm_focus: Vec<SwarmKind>,
 }
 
 impl Default for RunConfig {
@@ -118,6 +123,7 @@ impl Default for RunConfig {
             backend: BackendKnobs::default(),
             profile: None,
             schedule_file: None,
+            swarm_focus: Vec::new(),
         }
     }
 }
@@ -174,6 +180,21 @@ impl RunConfig {
             return Err(format!(
                 "--pinned-clients must be at most --clients ({}; got {})",
                 self.workload.clients, self.workload.pinned_clients
+            ));
+        }
+        if !self.swarm_focus.is_empty() && self.faults != FaultProfile::Swarm {
+            return Err("--swarm-focus needs --faults swarm".into());
+        }
+        if let Some(kind) = self.swarm_focus.iter().find(|k| !k.applies_to(self.nodes)) {
+            return Err(format!(
+                "--swarm-focus {}: this kind needs more than one member",
+                kind.name()
+            ));
+        }
+        if self.workload.watches_per_stream == 0 || self.workload.watches_per_stream > 64 {
+            return Err(format!(
+                "--watches-per-stream must be 1 to 64 (got {})",
+                self.workload.watches_per_stream
             ));
         }
         if self.target == RunTarget::Etcd && self.workload.pinned_clients > 0 {
@@ -268,6 +289,10 @@ impl RunConfig {
             self.workload.rate_per_client,
             self.workload.keys,
         );
+        if !self.swarm_focus.is_empty() {
+            let kinds: Vec<String> = self.swarm_focus.iter().map(|k| k.name()).collect();
+            cmd.push_str(&format!(" --swarm-focus {}", kinds.join(",")));
+        }
         let mix = self.workload.mix.diff_from_default();
         if !mix.is_empty() {
             cmd.push_str(&format!(" --mix {mix}"));
@@ -285,6 +310,12 @@ impl RunConfig {
             && self.target == RunTarget::Sim
         {
             cmd.push_str(&format!(" --watchers {}", self.workload.watchers));
+        }
+        if self.workload.watches_per_stream != WorkloadConfig::default().watches_per_stream {
+            cmd.push_str(&format!(
+                " --watches-per-stream {}",
+                self.workload.watches_per_stream
+            ));
         }
         let backend = BackendKnobs::default();
         if self.backend.batch_limit != backend.batch_limit {
@@ -369,6 +400,12 @@ pub struct SimOutput {
 pub fn schedule_for(config: &RunConfig) -> Result<Schedule, String> {
     let members = ClusterConfig::new(config.nodes).member_ids();
     let schedule = match &config.schedule_file {
+        None if config.faults == FaultProfile::Swarm => Schedule::generate_swarm(
+            config.seed,
+            &members,
+            config.duration_ms,
+            &config.swarm_focus,
+        ),
         None => Schedule::generate(config.seed, config.faults, &members, config.duration_ms),
         Some(file) => {
             let text =
@@ -452,14 +489,15 @@ async fn run_in_simulation(config: RunConfig, schedule: Schedule) -> SimOutput {
             config.seed,
             client_id,
         );
-        let (prefix, keys) = (
+        let (prefix, keys, per_stream) = (
             config.workload.kind.key_prefix().to_string(),
             config.workload.keys,
+            config.workload.watches_per_stream,
         );
         let client_config = cluster.client_config();
         watchers.push(
             cluster.spawn_client(client_config, move |client| async move {
-                random_watcher(client, w, kv, prefix, keys, id, seed, until).await
+                random_watcher(client, w, kv, prefix, keys, per_stream, id, seed, until).await
             }),
         );
     }

@@ -150,6 +150,18 @@ impl Fault {
         Some(fault)
     }
 
+    /// The same crash-point fault at point `name` instead; `None` for the other faults.
+    pub fn at_point(&self, name: &str) -> Option<Fault> {
+        let mut fault = self.clone();
+        match &mut fault {
+            Fault::Failpoint { point, .. } | Fault::ClearFailpoint { point, .. } => {
+                *point = name.to_string()
+            }
+            _ => return None,
+        }
+        Some(fault)
+    }
+
     /// Checks that the fault can be carried out on a cluster of `members`: every member it names
     /// is one of them and every crash point it names exists.
     pub fn validate(&self, members: &[NodeId]) -> Result<(), InvalidFault> {

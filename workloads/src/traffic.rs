@@ -185,6 +185,10 @@ pub struct WorkloadConfig {
     /// informer and one follower per member).
     #[serde(default)]
     pub watchers: u32,
+    /// Watches each of those watchers opens at once on one stream: 1 to this many (etcd's
+    /// client puts every watch of a client on one stream, so one slow watch slows its peers).
+    #[serde(default = "one")]
+    pub watches_per_stream: u32,
     /// Clients that talk to one member only (client i to the i-th member, round the cluster),
     /// as each API server of a stacked Kubernetes control plane talks to its local member;
     /// the others fail over across every member.
@@ -203,9 +207,14 @@ impl Default for WorkloadConfig {
             compact_every_ms: 3_000,
             lease_ttl_secs: 3_600,
             watchers: 2,
+            watches_per_stream: 1,
             pinned_clients: 0,
         }
     }
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The generator seed of client `client` in a run seeded `seed`.

@@ -81,17 +81,8 @@ struct Spec {
     progress_notify: bool,
 }
 
-/// Follows one watch until `stop` says so (or it is canceled by compaction), recording it.
-/// Returns the record (also pushed to the recorder) .
-async fn follow(
-    client: &Client,
-    recorder: &WatchRecorder,
-    client_id: u64,
-    spec: Spec,
-    stop: &(dyn Fn() -> bool + Send + Sync),
-    follows_to_end: bool,
-) -> WatchRecord {
-    let request = api::WatchCreateRequest {
+fn create_request(spec: &Spec) -> api::WatchCreateRequest {
+    api::WatchCreateRequest {
         key: spec.key.as_bytes().to_vec(),
         range_end: spec
             .range_end
@@ -102,37 +93,82 @@ async fn follow(
         progress_notify: spec.progress_notify,
         prev_kv: spec.prev_kv,
         ..Default::default()
-    };
-    let mut record = WatchRecord {
-        id: recorder.next_id(),
-        client: client_id,
-        key: spec.key.clone(),
-        range_end: spec.range_end.clone(),
-        start_revision: spec.start_revision,
-        prev_kv: spec.prev_kv,
-        progress_notify: spec.progress_notify,
-        no_put: false,
-        no_delete: false,
-        opened_ns: recorder.now_ns(),
-        opened_revision: None,
-        items: Vec::new(),
+    }
+}
+
+/// Follows one watch until `stop` says so (or it is canceled by compaction), recording it.
+/// Returns the record (also pushed to the recorder).
+async fn follow(
+    client: &Client,
+    recorder: &WatchRecorder,
+    client_id: u64,
+    spec: Spec,
+    stop: &(dyn Fn() -> bool + Send + Sync),
+    follows_to_end: bool,
+) -> WatchRecord {
+    let mut records = follow_all(
+        client,
+        recorder,
+        client_id,
+        vec![spec],
+        stop,
         follows_to_end,
-    };
-    let mut watch = client.watch(request).await;
-    let mut compacted = false;
+    )
+    .await;
+    records.pop().expect("one record per spec")
+}
+
+/// Follows watches that share one stream (as every watch of an etcd client does) until `stop`
+/// says so or each is canceled by compaction, recording each; returns the records, in the
+/// order of `specs` (also pushed to the recorder).
+async fn follow_all(
+    client: &Client,
+    recorder: &WatchRecorder,
+    client_id: u64,
+    specs: Vec<Spec>,
+    stop: &(dyn Fn() -> bool + Send + Sync),
+    follows_to_end: bool,
+) -> Vec<WatchRecord> {
+    let ids: Vec<u64> = specs.iter().map(|_| recorder.next_id()).collect();
+    let stream = (ids.len() > 1).then(|| ids[0]);
+    let mut records: Vec<WatchRecord> = specs
+        .iter()
+        .zip(&ids)
+        .map(|(spec, id)| WatchRecord {
+            id: *id,
+            client: client_id,
+            key: spec.key.clone(),
+            range_end: spec.range_end.clone(),
+            start_revision: spec.start_revision,
+            prev_kv: spec.prev_kv,
+            progress_notify: spec.progress_notify,
+            no_put: false,
+            no_delete: false,
+            opened_ns: recorder.now_ns(),
+            opened_revision: None,
+            items: Vec::new(),
+            follows_to_end,
+            stream,
+        })
+        .collect();
+    let mut watches = client
+        .watch_many(specs.iter().map(create_request).collect())
+        .await;
     while !stop() {
         // A healthy stream says something every second (progress answers the watcher's
         // heartbeat); the long bound only matters while it resumes, which must not be cut short.
-        let Ok(next) = madsim::time::timeout(Duration::from_secs(10), watch.next()).await else {
+        let Ok(next) = madsim::time::timeout(Duration::from_secs(10), watches.next()).await else {
             continue;
         };
+        let Some((i, event)) = next else { break };
         let at_ns = recorder.now_ns();
-        match next {
-            Some(client::WatchEvent::Events {
+        let record = &mut records[i];
+        match event {
+            client::WatchEvent::Events {
                 member,
                 header_revision,
                 events,
-            }) => {
+            } => {
                 record.items.push(WatchItem::Events {
                     at_ns,
                     member,
@@ -140,43 +176,40 @@ async fn follow(
                     events: events.iter().map(watch_event).collect(),
                 });
             }
-            Some(client::WatchEvent::Progress { member, revision }) => {
+            client::WatchEvent::Progress { member, revision } => {
                 record.items.push(WatchItem::Progress {
                     at_ns,
                     member,
                     revision,
                 });
             }
-            Some(client::WatchEvent::Compacted {
+            client::WatchEvent::Compacted {
                 member,
                 compact_revision,
-            }) => {
+            } => {
                 record.items.push(WatchItem::Compacted {
                     at_ns,
                     member,
                     compact_revision,
                 });
-                compacted = true;
-                break;
+                record.follows_to_end = false;
             }
-            Some(client::WatchEvent::Resumed {
+            client::WatchEvent::Resumed {
                 member,
                 from_revision,
-            }) => {
+            } => {
                 record.items.push(WatchItem::Resumed {
                     at_ns,
                     member,
                     from_revision,
                 });
             }
-            None => break,
         }
     }
-    if compacted {
-        record.follows_to_end = false;
+    for record in &records {
+        recorder.push(record.clone());
     }
-    recorder.push(record.clone());
-    record
+    records
 }
 
 fn prefix_end(prefix: &str) -> String {
@@ -202,14 +235,17 @@ async fn current_revision(client: &Client, kv_recorder: &Recorder, client_id: u6
 }
 
 /// A watcher client: until `until`, opens watches on a key or a prefix from a revision drawn
-/// around the current one (offset -100..+100: compacted, current or future), follows each for
-/// 1–4 s, and after a compaction cancel re-lists and watches again from the list's revision.
+/// around the current one (offset -100..+100: compacted, current or future), 1 to `per_stream`
+/// of them sharing one stream, follows them for 1–4 s, and after a compaction cancel re-lists
+/// and watches again from the list's revision (or from the compact revision itself).
+#[allow(clippy::too_many_arguments)]
 pub async fn random_watcher(
     client: Client,
     recorder: WatchRecorder,
     kv_recorder: Recorder,
     key_prefix: String,
     keys: u32,
+    per_stream: u32,
     client_id: u64,
     seed: u64,
     until: Instant,
@@ -220,81 +256,87 @@ pub async fn random_watcher(
             madsim::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let (key, range_end) = if rng.gen_bool(0.5) {
-            (key_prefix.clone(), Some(prefix_end(&key_prefix)))
+        let watches = if per_stream > 1 {
+            rng.gen_range(1..=per_stream)
         } else {
-            (
-                format!("{key_prefix}{:03}", rng.gen_range(0..keys.max(1))),
-                None,
-            )
+            1
         };
-        let spec = Spec {
-            key,
-            range_end,
-            start_revision: (current + rng.gen_range(-100..=100)).max(1),
-            prev_kv: rng.gen_bool(0.5),
-            progress_notify: rng.gen_bool(0.5),
-        };
+        let specs: Vec<Spec> = (0..watches)
+            .map(|_| {
+                let (key, range_end) = if rng.gen_bool(0.5) {
+                    (key_prefix.clone(), Some(prefix_end(&key_prefix)))
+                } else {
+                    (
+                        format!("{key_prefix}{:03}", rng.gen_range(0..keys.max(1))),
+                        None,
+                    )
+                };
+                Spec {
+                    key,
+                    range_end,
+                    start_revision: (current + rng.gen_range(-100..=100)).max(1),
+                    prev_kv: rng.gen_bool(0.5),
+                    progress_notify: rng.gen_bool(0.5),
+                }
+            })
+            .collect();
         let follow_for = Duration::from_millis(rng.gen_range(1_000..4_000));
         let stop_at = (now() + follow_for).min(until);
-        let record = follow(
+        let records = follow_all(
             &client,
             &recorder,
             client_id,
-            spec.clone(),
+            specs.clone(),
             &move || now() >= stop_at,
             false,
         )
         .await;
-        let compacted = record.items.iter().find_map(|i| match i {
-            WatchItem::Compacted {
-                compact_revision, ..
-            } => Some(*compact_revision),
-            _ => None,
-        });
-        if let (Some(compact_revision), true) = (compacted, rng.gen_bool(0.5)) {
-            // Watch from exactly the compact revision, the oldest one still allowed (etcd's
-            // robustness tests do this; it is where etcd 18089 lost a delete).
-            let at_compact = Spec {
-                start_revision: compact_revision,
-                ..spec.clone()
-            };
+        let mut again = Vec::new();
+        for (spec, record) in specs.into_iter().zip(records) {
+            let compacted = record.items.iter().find_map(|i| match i {
+                WatchItem::Compacted {
+                    compact_revision, ..
+                } => Some(*compact_revision),
+                _ => None,
+            });
+            if let (Some(compact_revision), true) = (compacted, rng.gen_bool(0.5)) {
+                // Watch from exactly the compact revision, the oldest one still allowed (etcd's
+                // robustness tests do this; it is where etcd 18089 lost a delete).
+                again.push(Spec {
+                    start_revision: compact_revision,
+                    ..spec
+                });
+            } else if compacted.is_some() && now() < until {
+                // Re-list, then watch from the list's revision + 1 (what a cache does).
+                let list = Request::Get {
+                    key: spec.key.clone(),
+                    range_end: spec.range_end.clone(),
+                    revision: 0,
+                    limit: 0,
+                    keys_only: false,
+                    serializable: false,
+                };
+                if let Outcome::Ok { revision, .. } =
+                    kv_recorder.call(&client, client_id, list).await
+                {
+                    again.push(Spec {
+                        start_revision: revision + 1,
+                        ..spec
+                    });
+                }
+            }
+        }
+        if !again.is_empty() {
             let stop_at = (now() + follow_for).min(until);
-            follow(
+            follow_all(
                 &client,
                 &recorder,
                 client_id,
-                at_compact,
+                again,
                 &move || now() >= stop_at,
                 false,
             )
             .await;
-        } else if compacted.is_some() && now() < until {
-            // Re-list, then watch from the list's revision + 1 (what a cache does).
-            let list = Request::Get {
-                key: spec.key.clone(),
-                range_end: spec.range_end.clone(),
-                revision: 0,
-                limit: 0,
-                keys_only: false,
-                serializable: false,
-            };
-            if let Outcome::Ok { revision, .. } = kv_recorder.call(&client, client_id, list).await {
-                let relisted = Spec {
-                    start_revision: revision + 1,
-                    ..spec
-                };
-                let stop_at = (now() + follow_for).min(until);
-                follow(
-                    &client,
-                    &recorder,
-                    client_id,
-                    relisted,
-                    &move || now() >= stop_at,
-                    false,
-                )
-                .await;
-            }
         }
     }
 }

@@ -68,6 +68,10 @@ pub struct WatchRecord {
     /// Liveness applies: the watcher was still up, not canceled, when the faults ended.
     #[serde(default, skip_serializing_if = "is_false")]
     pub follows_to_end: bool,
+    /// The watch shared its stream with other watches: the id of the stream's first watch
+    /// (`None`: a stream of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<u64>,
 }
 
 /// One thing a watch received, in the order received.

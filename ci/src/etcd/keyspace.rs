@@ -63,6 +63,7 @@ impl KeyspaceWatch {
             opened_revision: None,
             items: Vec::new(),
             follows_to_end: false,
+            stream: None,
         };
         let record = Arc::new(Mutex::new(KeyspaceRecord {
             watch,

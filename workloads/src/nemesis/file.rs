@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use faultline_sim::InvalidFault;
 use faultline_store::node::protocol::NodeId;
 
-use super::{Aim, Schedule, SwarmParams, TimedFault};
+use super::{Aim, PointPick, Schedule, SwarmParams, TimedFault};
 
 impl Schedule {
     /// Reads a schedule written by a run (`schedule.json`) or by hand: `{"faults": [...]}`.
@@ -48,6 +48,7 @@ impl Schedule {
 pub(super) fn validate(schedule: &Schedule, members: &[NodeId]) -> Result<(), InvalidFault> {
     let mut aimed: BTreeMap<u32, u32> = BTreeMap::new();
     let mut seen: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut picks: BTreeMap<u32, u32> = BTreeMap::new();
     let mut last_ms = 0;
     for (i, t) in schedule.faults.iter().enumerate() {
         let invalid = |reason: String| InvalidFault {
@@ -81,6 +82,24 @@ pub(super) fn validate(schedule: &Schedule, members: &[NodeId]) -> Result<(), In
             }
             if let Some(e) = t.episode {
                 *aimed.entry(e).or_default() += 1;
+            }
+        }
+        if let Some(pick) = t.pick {
+            if t.fault.at_point("").is_none() {
+                return Err(invalid(
+                    "only a crash-point fault (failpoint, clear_failpoint) can pick its point"
+                        .to_string(),
+                ));
+            }
+            let earlier = t.episode.map_or(0, |e| *picks.get(&e).unwrap_or(&0));
+            if pick == PointPick::Picked && earlier == 0 {
+                return Err(invalid(
+                    "point \"picked\" needs an earlier {\"reached\": n} pick in its episode"
+                        .to_string(),
+                ));
+            }
+            if let (PointPick::Reached(_), Some(e)) = (pick, t.episode) {
+                *picks.entry(e).or_default() += 1;
             }
         }
         if t.wait.is_some() && (t.episode.is_none() || before_in_episode == 0) {

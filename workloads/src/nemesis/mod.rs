@@ -110,6 +110,18 @@ pub enum Wait {
     NewLeader,
 }
 
+/// Which crash point a crash-point fault arms, decided when it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointPick {
+    /// The `n mod k`-th, in name order, of the k points its member has passed so far in the run
+    /// (the point written, when it has passed none): crash points are armed where the run goes,
+    /// so that a point on a rare path (a compaction batch, a snapshot install) gets its turn.
+    Reached(u32),
+    /// The point an earlier pick of the same episode chose (to clear it).
+    Picked,
+}
+
 /// One fault at a time since the run started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimedFault {
@@ -123,6 +135,8 @@ pub struct TimedFault {
     pub aim: Option<Aim>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<Wait>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<PointPick>,
 }
 
 impl TimedFault {
@@ -134,6 +148,7 @@ impl TimedFault {
             episode: Some(episode),
             aim: None,
             wait: None,
+            pick: None,
         }
     }
 
@@ -144,6 +159,11 @@ impl TimedFault {
 
     pub fn waiting(mut self, wait: Wait) -> Self {
         self.wait = Some(wait);
+        self
+    }
+
+    pub fn picking(mut self, pick: PointPick) -> Self {
+        self.pick = Some(pick);
         self
     }
 }
@@ -159,6 +179,13 @@ impl fmt::Display for TimedFault {
         }
         if self.wait == Some(Wait::NewLeader) {
             write!(f, " (as soon as a new leader is elected)")?;
+        }
+        match self.pick {
+            Some(PointPick::Reached(n)) => {
+                write!(f, " (or the point of pick {n} among those passed)")?
+            }
+            Some(PointPick::Picked) => write!(f, " (the point its episode picked)")?,
+            None => {}
         }
         Ok(())
     }
@@ -202,6 +229,17 @@ impl Schedule {
             FaultProfile::Swarm => swarm::generate(seed, members, duration_ms),
             _ => classic::generate(seed, profile, members, duration_ms),
         }
+    }
+
+    /// Draws a swarm schedule whose parameters have the `focus` kinds on at the highest weight,
+    /// whatever the seed draws for them (a profile's way to aim swarm at a class of bugs).
+    pub fn generate_swarm(
+        seed: u64,
+        members: &[NodeId],
+        duration_ms: u64,
+        focus: &[SwarmKind],
+    ) -> Schedule {
+        swarm::generate_focused(seed, members, duration_ms, focus)
     }
 
     /// Checks that every fault can be carried out on a cluster of `members` (see

@@ -25,12 +25,23 @@ use rand_chacha::ChaCha8Rng;
 use params::Hold;
 pub use params::{ClockDraw, SwarmKind, SwarmParams};
 
-use super::{Aim, Schedule, TimedFault, Wait};
+use super::{Aim, PointPick, Schedule, TimedFault, Wait};
 
 /// Draws the parameters, then the episodes, from `seed`.
 pub(super) fn generate(seed: u64, members: &[NodeId], duration_ms: u64) -> Schedule {
+    generate_focused(seed, members, duration_ms, &[])
+}
+
+/// As [`generate`], with the `focus` kinds on at the highest weight.
+pub(super) fn generate_focused(
+    seed: u64,
+    members: &[NodeId],
+    duration_ms: u64,
+    focus: &[SwarmKind],
+) -> Schedule {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7377_6172_6d21_0001);
-    let params = SwarmParams::draw(&mut rng, members);
+    let mut params = SwarmParams::draw(&mut rng, members);
+    params.focus(focus, members.len());
     let mut schedule = Schedule {
         faults: Vec::new(),
         swarm: Some(params.clone()),
@@ -208,8 +219,14 @@ impl Draw<'_> {
             SwarmKind::CrashPoint => {
                 let (start, end) = super::classic::failpoint_episode(rng, self.members);
                 let leader = rng.gen_range(0..100) < self.params.leader_percent;
-                let mut faults = vec![self.at(0, start)];
-                faults.extend(end.into_iter().map(|f| self.at(length, f)));
+                // Armed at one of the points the member has passed by then, so that points off
+                // the run's path (a defragment in a run without one) are never armed in vain.
+                let pick = PointPick::Reached(rng.gen());
+                let mut faults = vec![self.at(0, start).picking(pick)];
+                faults.extend(
+                    end.into_iter()
+                        .map(|f| self.at(length, f).picking(PointPick::Picked)),
+                );
                 if leader {
                     faults[0].aim = Some(Aim::Leader);
                     faults[1].aim = Some(Aim::Same(1));

@@ -59,6 +59,26 @@ impl SwarmKind {
         SwarmKind::SlowWatchers,
     ];
 
+    /// Whether an episode of this kind can do anything to a cluster of `members`: a lone member
+    /// has no links to cut and no successor to wait for, so only its own process, disk, clock,
+    /// network quality and watch streams can be hit.
+    pub fn applies_to(&self, members: usize) -> bool {
+        use SwarmKind::*;
+        let needs_peers = matches!(
+            self,
+            Isolate | Partition | CutLink | Swizzle | LeaderPause | NewLeader | SnapshotCrash
+        );
+        members > 1 || !needs_peers
+    }
+
+    /// The kind named `name` (its kebab-case name, as schedules print it).
+    pub fn parse(name: &str) -> Result<SwarmKind, String> {
+        serde_json::from_value(serde_json::Value::String(name.trim().to_string())).map_err(|_| {
+            let known: Vec<String> = SwarmKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown swarm kind {name:?}; known: {}", known.join(", "))
+        })
+    }
+
     pub fn name(&self) -> String {
         serde_json::to_value(self)
             .ok()
@@ -144,12 +164,18 @@ impl SwarmParams {
         let mut kinds = BTreeMap::new();
         for kind in SwarmKind::ALL {
             if rng.gen_bool(0.5) {
-                kinds.insert(kind, rng.gen_range(1..=9));
+                let weight = rng.gen_range(1..=9);
+                if kind.applies_to(members.len()) {
+                    kinds.insert(kind, weight);
+                }
             }
         }
         if kinds.is_empty() {
-            let kind = SwarmKind::ALL[rng.gen_range(0..SwarmKind::ALL.len())];
-            kinds.insert(kind, 1);
+            let applicable: Vec<SwarmKind> = SwarmKind::ALL
+                .into_iter()
+                .filter(|k| k.applies_to(members.len()))
+                .collect();
+            kinds.insert(applicable[rng.gen_range(0..applicable.len())], 1);
         }
         let length_min = rng.gen_range(300..1_500);
         let gap_min = rng.gen_range(200..1_500);
@@ -173,6 +199,13 @@ impl SwarmParams {
             latency_ms: (latency_min, latency_min + rng.gen_range(10..200)),
             loss_permille: rng.gen_range(10..=300),
             clocks,
+        }
+    }
+
+    /// Turns the `focus` kinds on at the highest weight (those that can act on `members`).
+    pub(super) fn focus(&mut self, focus: &[SwarmKind], members: usize) {
+        for kind in focus.iter().filter(|k| k.applies_to(members)) {
+            self.kinds.insert(*kind, 9);
         }
     }
 
