@@ -234,6 +234,25 @@ async fn current_revision(client: &Client, kv_recorder: &Recorder, client_id: u6
     }
 }
 
+/// A watch on a key or the prefix, from a revision within 100 of `current`.
+fn draw_spec(rng: &mut ChaCha8Rng, key_prefix: &str, keys: u32, current: i64) -> Spec {
+    let (key, range_end) = if rng.gen_bool(0.5) {
+        (key_prefix.to_string(), Some(prefix_end(key_prefix)))
+    } else {
+        (
+            format!("{key_prefix}{:03}", rng.gen_range(0..keys.max(1))),
+            None,
+        )
+    };
+    Spec {
+        key,
+        range_end,
+        start_revision: (current + rng.gen_range(-100..=100)).max(1),
+        prev_kv: rng.gen_bool(0.5),
+        progress_notify: rng.gen_bool(0.5),
+    }
+}
+
 /// A watcher client: until `until`, opens watches on a key or a prefix from a revision drawn
 /// around the current one (offset -100..+100: compacted, current or future), 1 to `per_stream`
 /// of them sharing one stream, follows them for 1–4 s, and after a compaction cancel re-lists
@@ -262,23 +281,7 @@ pub async fn random_watcher(
             1
         };
         let specs: Vec<Spec> = (0..watches)
-            .map(|_| {
-                let (key, range_end) = if rng.gen_bool(0.5) {
-                    (key_prefix.clone(), Some(prefix_end(&key_prefix)))
-                } else {
-                    (
-                        format!("{key_prefix}{:03}", rng.gen_range(0..keys.max(1))),
-                        None,
-                    )
-                };
-                Spec {
-                    key,
-                    range_end,
-                    start_revision: (current + rng.gen_range(-100..=100)).max(1),
-                    prev_kv: rng.gen_bool(0.5),
-                    progress_notify: rng.gen_bool(0.5),
-                }
-            })
+            .map(|_| draw_spec(&mut rng, &key_prefix, keys, current))
             .collect();
         let follow_for = Duration::from_millis(rng.gen_range(1_000..4_000));
         let stop_at = (now() + follow_for).min(until);
