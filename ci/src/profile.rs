@@ -105,12 +105,13 @@ pub const PROFILES: &[Profile] = &[
     Profile {
         name: "compaction",
         about: "1 member, creates and deletes, compaction every 500 ms in batches of 2 deletes, \
-                crashed at crash points (etcd 17780, 19179)",
+                6 watchers, crashed at crash points (etcd 17780, 19179)",
         nodes: Some(1),
         faults: Some(FaultProfile::CrashPoints),
         compact_every_ms: Some(500),
         mix: Some("put=20,delete=20"),
         compaction_batch_limit: Some(2),
+        watchers: Some(6),
         ..NONE
     },
     Profile {
@@ -129,12 +130,12 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         name: "leader-pause",
-        about: "3 members under swarm faults, half the clients each talking to one member only \
-                (as API servers talk to their local member), so that a paused and resumed old \
-                leader still has clients (etcd 20418)",
+        about: "3 members under swarm faults, every client talking to one member only (as API \
+                servers talk to their local member), so that a paused and resumed old leader \
+                still has clients (etcd 20418)",
         nodes: Some(3),
         faults: Some(FaultProfile::Swarm),
-        pinned_clients: Some(4),
+        pinned_clients: Some(8),
         swarm_focus: Some(&[SwarmKind::LeaderPause]),
         ..NONE
     },
