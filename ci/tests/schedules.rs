@@ -69,6 +69,14 @@ fn a_bad_schedule_file_is_refused_naming_the_entry() {
             "n9",
         ),
         (r#"{"faults": ["#, "schedule"),
+        (
+            r#"{"faults":[{"at_ms":10,"fault":"pause","node":1,"pick":{"reached":0}}]}"#,
+            "only a crash-point fault",
+        ),
+        (
+            r#"{"faults":[{"at_ms":10,"fault":"clear_failpoint","node":1,"point":"raftBeforeSave","episode":3,"pick":"picked"}]}"#,
+            "needs an earlier",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let file = write(&dir.join(format!("bad-{i}.json")), text);
@@ -80,6 +88,55 @@ fn a_bad_schedule_file_is_refused_naming_the_entry() {
     let (code, _, stderr) = faultline(&["run", "--schedule", "/nonexistent/schedule.json"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn swarm_focus_is_refused_without_swarm_faults_for_kinds_a_cluster_lacks_and_unknown_kinds() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--swarm-focus", "leader-pause"], "needs --faults swarm"),
+        (
+            &[
+                "--faults",
+                "swarm",
+                "--nodes",
+                "1",
+                "--swarm-focus",
+                "leader-pause",
+            ],
+            "needs more than one member",
+        ),
+        (
+            &["--faults", "swarm", "--swarm-focus", "teleport"],
+            "teleport",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut command = vec!["run"];
+        command.extend_from_slice(args);
+        let (code, stdout, stderr) = faultline(&command);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let (code, stdout, stderr) = faultline(&[
+        "run",
+        "--faults",
+        "swarm",
+        "--swarm-focus",
+        "leader-pause",
+        "--duration",
+        "2s",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let swarm = line_with(&stdout, "swarm:").expect("the drawn kinds are printed");
+    assert!(
+        swarm.contains("leader-pause"),
+        "a focused kind is on: {swarm}"
+    );
+    assert!(
+        line_with(&stdout, "reproduce:").is_some_and(|l| l.contains("--swarm-focus leader-pause")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -204,4 +261,80 @@ fn shrink_refuses_a_directory_without_a_failing_run() {
     let (code, _, stderr) = faultline(&["shrink", "/nonexistent/run"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+/// The crash point a fault display names (`failpoint n1 POINT ...`, `clear failpoint n1 POINT`).
+fn point_of(applied: &str) -> Option<&str> {
+    let words: Vec<&str> = applied.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "failpoint")?;
+    words.get(at + 2).copied()
+}
+
+#[test]
+fn a_picked_crash_point_is_one_the_member_passed_and_its_clear_names_the_same_point() {
+    use faultline::run::{simulate_run_with, RunConfig};
+    use faultline_sim::Fault;
+    use faultline_store::node::failpoint::{failpoint, FailAction};
+    use faultline_workloads::nemesis::{PointPick, Schedule, TimedFault};
+
+    // Points a lone member without snapshots, compaction or defragmentation never passes: the
+    // written point is one of them, so a pick that kept it would show.
+    let unreachable = [
+        "raftBeforeApplySnap",
+        "applyBeforeOpenSnapshot",
+        "raftAfterApplySnap",
+        "defragBeforeCopy",
+        "defragBeforeRename",
+        "compactBeforeCommitBatch",
+    ];
+    let mut picked = std::collections::BTreeSet::new();
+    for n in 0..6u32 {
+        let arm = Fault::Failpoint {
+            node: 1,
+            point: "raftBeforeApplySnap".into(),
+            // Armed far beyond what the run reaches: the test looks at the pick, not a crash.
+            hit: 1_000_000,
+            action: FailAction::Sleep { ms: 1 },
+        };
+        let clear = Fault::ClearFailpoint {
+            node: 1,
+            point: "raftBeforeApplySnap".into(),
+        };
+        let schedule = Schedule {
+            faults: vec![
+                TimedFault::new(1_500, arm, 1).picking(PointPick::Reached(n)),
+                TimedFault::new(2_500, clear, 1).picking(PointPick::Picked),
+            ],
+            swarm: None,
+        };
+        let config = RunConfig {
+            seed: 7,
+            nodes: 1,
+            duration_ms: 3_000,
+            ..RunConfig::default()
+        };
+        let output = simulate_run_with(&config, schedule).expect("the run completes");
+        let points: Vec<&str> = output
+            .applied_faults
+            .iter()
+            .filter_map(|(_, f)| point_of(f))
+            .collect();
+        assert_eq!(points.len(), 2, "{:?}", output.applied_faults);
+        assert_eq!(
+            points[0], points[1],
+            "the clear names the point its episode picked: {:?}",
+            output.applied_faults
+        );
+        assert!(failpoint(points[0]).is_some(), "{}", points[0]);
+        assert!(
+            !unreachable.contains(&points[0]),
+            "pick {n} chose {}, a point the member never passed",
+            points[0]
+        );
+        picked.insert(points[0].to_string());
+    }
+    assert!(
+        picked.len() >= 3,
+        "picks over the passed points differ: {picked:?}"
+    );
 }

@@ -1,8 +1,7 @@
-//! The planted bugs 20418 and 20221 are found through whole swarm runs: each sweep turns the
-//! switch on until a safety checker names the property the bug breaks, then runs the same seeds
-//! without it, which must pass. `FAULTLINE_SEED=N` replays one. (17529 is tested on the store
-//! alone, `store/tests/planted_watch_bugs.rs`: it starves a watcher that shares a stream with a
-//! busy one, and the workloads open one watch per stream.)
+//! The planted bugs 20418, 20221 and 17529 are found through whole swarm runs: each sweep turns
+//! the switch on until a safety checker names the property the bug breaks, then runs the same
+//! seeds without it, which must pass. `FAULTLINE_SEED=N` replays one. (17529 is also tested on
+//! the store alone, `store/tests/planted_watch_bugs.rs`.)
 
 mod common;
 
@@ -57,7 +56,7 @@ fn found_within(
     seed
 }
 
-/// The leader-pause profile: swarm faults, half the clients pinned to one member each, so that
+/// The leader-pause profile: swarm faults, every client pinned to one member, so that
 /// a paused (and, half the time, cut off) leader that is resumed still has clients to answer.
 fn leader_pause(seed: u64, bugs: PlantedBugs) -> RunConfig {
     let mut config = Profile::parse("leader-pause")
@@ -96,5 +95,25 @@ fn future_watch_after_restore_etcd_20221_is_found_as_a_watch_violation() {
         swarm_snapshots,
         &["reliable", "resumable", "ordered", "bookmarkable", "watch"],
         150,
+    );
+}
+
+/// The slow-watchers profile: swarm faults focused on slowed watch streams, watchers sharing a
+/// stream, compaction every 500 ms.
+fn slow_watchers(seed: u64, bugs: PlantedBugs) -> RunConfig {
+    let mut config = Profile::parse("slow-watchers")
+        .expect("a known profile")
+        .config(seed);
+    config.bugs = bugs;
+    config
+}
+
+#[test]
+fn victim_watchers_starved_etcd_17529_is_found_as_a_watch_violation() {
+    found_within(
+        "victim-watchers-starved",
+        slow_watchers,
+        &["reliable", "resumable", "ordered", "bookmarkable", "watch"],
+        200,
     );
 }
