@@ -1,13 +1,16 @@
 //! How fast each planted bug is found from random seeds: for every bug, under `--faults swarm`
 //! and under `--faults default` (on the scenario knobs the bug needs), 20 disjoint seed ranges
-//! (seeds k·100000+1 onward), one run at a time; each range stops at its first safety finding.
+//! (seeds k·100000+1 onward), one run at a time; each range stops at its first safety finding,
+//! or when it has spent its wall seconds.
 //! Prints the median runs and median wall seconds to the first finding, the worst range, the
 //! first finding (in the first range that has one) with its reproducing command, and each bug's
 //! first swarm finding shrunk.
 //!
-//! `cargo bench -p faultline --bench find_bugs [-- BUG...]`; `FAULTLINE_RANGES` (20) and
-//! `FAULTLINE_MAX_RUNS` (100 per range) bound it; `FAULTLINE_SHRINK_ONLY=1` prints only the
-//! shrink table (each bug's first swarm finding over the ranges, shrunk).
+//! `cargo bench -p faultline --bench find_bugs [-- BUG...]`; `FAULTLINE_RANGES` (20),
+//! `FAULTLINE_RANGE_SECONDS` (60 wall seconds per range) and `FAULTLINE_MAX_RUNS` (100000 per
+//! range) bound it; `FAULTLINE_FAULTS=swarm` or `=default` measures one fault profile only;
+//! `FAULTLINE_SHRINK_ONLY=1` prints only the shrink table (each bug's first swarm finding over
+//! the ranges, shrunk).
 
 use std::time::{Duration, Instant};
 
@@ -56,13 +59,6 @@ fn watch_heavy(seed: u64) -> RunConfig {
         },
         ..RunConfig::default()
     }
-}
-
-fn many_watchers(seed: u64) -> RunConfig {
-    let mut config = watch_heavy(seed);
-    config.workload.watchers = 8;
-    config.workload.compact_every_ms = 500;
-    config
 }
 
 fn snapshots(seed: u64) -> RunConfig {
@@ -146,13 +142,21 @@ const TARGETS: &[Target] = &[
     Target {
         bug: "victim-watchers-starved",
         etcd: "17529",
-        scenario: many_watchers,
+        scenario: |seed| profile("slow-watchers", seed),
     },
 ];
+
+/// How far one seed range may go: runs and wall time.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_runs: u64,
+    max_wall: Duration,
+}
 
 /// What one seed range came to: runs to the first finding (None: not found), and wall time.
 struct Range {
     runs: Option<u64>,
+    tried: u64,
     wall: Duration,
     first: Option<(u64, String)>,
     other_failures: u64,
@@ -165,15 +169,22 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn search(target: &Target, faults: FaultProfile, range: u64, max_runs: u64) -> Range {
+fn search(target: &Target, faults: FaultProfile, range: u64, limits: Limits) -> Range {
     let mut bugs = PlantedBugs::default();
     bugs.enable(target.bug).expect("a known bug");
     // The wall clock, outside the simulation: what this benchmark measures.
     let started = Instant::now();
     let mut other_failures = 0;
-    for i in 0..max_runs {
+    let mut tried = 0;
+    while tried < limits.max_runs && started.elapsed() < limits.max_wall {
+        let i = tried;
+        tried += 1;
         let mut config = (target.scenario)(range * 100_000 + 1 + i);
         config.faults = faults;
+        if faults != FaultProfile::Swarm {
+            // A profile's focus names swarm kinds; other fault profiles have none.
+            config.swarm_focus.clear();
+        }
         config.bugs = bugs.clone();
         let Ok(output) = simulate_run(&config) else {
             other_failures += 1;
@@ -191,6 +202,7 @@ fn search(target: &Target, faults: FaultProfile, range: u64, max_runs: u64) -> R
                     .unwrap_or_default();
                 return Range {
                     runs: Some(i + 1),
+                    tried,
                     wall: started.elapsed(),
                     first: Some((config.seed, format!("{first}\n      {}", config.command()))),
                     other_failures,
@@ -201,6 +213,7 @@ fn search(target: &Target, faults: FaultProfile, range: u64, max_runs: u64) -> R
     }
     Range {
         runs: None,
+        tried,
         wall: started.elapsed(),
         first: None,
         other_failures,
@@ -226,13 +239,21 @@ fn show(value: Option<f64>, digits: usize) -> String {
 
 fn main() {
     let ranges = env_number("FAULTLINE_RANGES", 20);
-    let max_runs = env_number("FAULTLINE_MAX_RUNS", 100);
+    let limits = Limits {
+        max_runs: env_number("FAULTLINE_MAX_RUNS", 100_000),
+        max_wall: Duration::from_secs(env_number("FAULTLINE_RANGE_SECONDS", 60)),
+    };
+    let profiles: Vec<FaultProfile> = match std::env::var("FAULTLINE_FAULTS").as_deref() {
+        Ok("swarm") => vec![FaultProfile::Swarm],
+        Ok("default") => vec![FaultProfile::Default],
+        _ => vec![FaultProfile::Swarm, FaultProfile::Default],
+    };
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     if std::env::var("FAULTLINE_SHRINK_ONLY").is_ok() {
-        shrink_only(&wanted, ranges, max_runs);
+        shrink_only(&wanted, ranges, limits);
         return;
     }
     println!("| bug | etcd | faults | found in | median runs | median wall s | worst range | other failures |");
@@ -243,9 +264,9 @@ fn main() {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == target.bug) {
             continue;
         }
-        for faults in [FaultProfile::Swarm, FaultProfile::Default] {
+        for &faults in &profiles {
             let results: Vec<Range> = (0..ranges)
-                .map(|k| search(target, faults, k, max_runs))
+                .map(|k| search(target, faults, k, limits))
                 .collect();
             let runs: Vec<Option<f64>> = results.iter().map(|r| r.runs.map(|n| n as f64)).collect();
             let walls: Vec<Option<f64>> = results
@@ -258,7 +279,11 @@ fn main() {
                 .max_by_key(|r| r.runs.unwrap_or(u64::MAX))
                 .map(|r| match r.runs {
                     Some(n) => format!("{n} runs, {:.1} s", r.wall.as_secs_f64()),
-                    None => format!("not found in {max_runs} runs"),
+                    None => format!(
+                        "not found in {} runs, {:.0} s",
+                        r.tried,
+                        r.wall.as_secs_f64()
+                    ),
                 })
                 .unwrap_or_default();
             let others: u64 = results.iter().map(|r| r.other_failures).sum();
@@ -296,15 +321,14 @@ fn main() {
 
 /// `FAULTLINE_SHRINK_ONLY`: for each bug, the first finding over the ranges in order, under
 /// swarm faults, shrunk; only the shrink table.
-fn shrink_only(wanted: &[String], ranges: u64, max_runs: u64) {
+fn shrink_only(wanted: &[String], ranges: u64, limits: Limits) {
     println!("| bug | seed | fails on | before: faults, ops, sim s | after: faults, ops, sim s | runs | shrink wall s |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for target in TARGETS {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == target.bug) {
             continue;
         }
-        let found =
-            (0..ranges).find_map(|k| search(target, FaultProfile::Swarm, k, max_runs).first);
+        let found = (0..ranges).find_map(|k| search(target, FaultProfile::Swarm, k, limits).first);
         match found {
             Some((seed, _)) => println!("{}", shrink_row(target, seed)),
             None => println!("| `{}` | not found | | | | | |", target.bug),
