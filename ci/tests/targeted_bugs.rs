@@ -56,14 +56,19 @@ fn found_within(
     seed
 }
 
-/// The leader-pause profile: swarm faults, every client pinned to one member, so that
-/// a paused (and, half the time, cut off) leader that is resumed still has clients to answer.
-fn leader_pause(seed: u64, bugs: PlantedBugs) -> RunConfig {
-    let mut config = Profile::parse("leader-pause")
+/// The run `profile` makes of `seed`, with `bugs` planted.
+fn profiled(profile: &str, seed: u64, bugs: PlantedBugs) -> RunConfig {
+    let mut config = Profile::parse(profile)
         .expect("a known profile")
         .config(seed);
     config.bugs = bugs;
     config
+}
+
+/// The leader-pause profile: swarm faults, every client pinned to one member, so that
+/// a paused (and, half the time, cut off) leader that is resumed still has clients to answer.
+fn leader_pause(seed: u64, bugs: PlantedBugs) -> RunConfig {
+    profiled("leader-pause", seed, bugs)
 }
 
 /// Swarm faults, short snapshot intervals so that a member cut off falls behind the log and is
@@ -101,11 +106,7 @@ fn future_watch_after_restore_etcd_20221_is_found_as_a_watch_violation() {
 /// The slow-watchers profile: swarm faults focused on slowed watch streams, watchers sharing a
 /// stream, compaction every 500 ms.
 fn slow_watchers(seed: u64, bugs: PlantedBugs) -> RunConfig {
-    let mut config = Profile::parse("slow-watchers")
-        .expect("a known profile")
-        .config(seed);
-    config.bugs = bugs;
-    config
+    profiled("slow-watchers", seed, bugs)
 }
 
 #[test]
